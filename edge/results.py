@@ -1,0 +1,67 @@
+"""What the pipeline returns: plain dataclasses that turn into the `analyze --json` objects."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+"""FER2013 label order; every model and every output uses it."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a face is, as a wearer would want it said."""
+
+    clock: int
+    """Clock direction seen from the wearer: 12 straight ahead, 9 hard left, 3 hard right."""
+    distance_m: float
+    """Rough distance from the eye spacing (adult inter-pupil distance, camera field of view)."""
+    x: float
+    """Horizontal centre of the face, 0 = left edge of the frame, 1 = right edge."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"clock": self.clock, "distance_m": round(self.distance_m, 2), "x": round(self.x, 3)}
+
+
+@dataclass(frozen=True)
+class FaceResult:
+    """One face: where it is and what it looks like."""
+
+    box: tuple[int, int, int, int]
+    label: str
+    confidence: float
+    unsure: bool
+    scores: dict[str, float]
+    position: Position
+    fallback: bool
+    """True when no face was detected and the whole image was taken as one aligned face."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "box": list(self.box),
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "unsure": self.unsure,
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "position": self.position.to_json(),
+            "fallback": self.fallback,
+        }
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the pipeline found in one frame, with per-stage timings in milliseconds."""
+
+    faces: tuple[FaceResult, ...]
+    lowlight: bool
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    brightness: float = 0.0
+    """Mean luma of the frame, 0..255, before any enhancement."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "faces": [f.to_json() for f in self.faces],
+            "lowlight": self.lowlight,
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+        }
