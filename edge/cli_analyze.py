@@ -1,0 +1,54 @@
+"""`python -m edge analyze PATH… [--json]`: expressions of every face in photos (folders are walked)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from edge.errors import ImageError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders of images")
+    parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout (JSON Lines)")
+    parser.add_argument("--lowlight", choices=("auto", "on", "off"), default="auto", help="night branch: decide from brightness, always, never")
+    parser.add_argument("--model", type=Path, default=None, help="expression model sidecar JSON (default: models/expression.json)")
+    parser.add_argument("--backend", choices=("tflite", "onnx"), default="tflite")
+    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-faces", type=int, default=4)
+
+
+LOWLIGHT = {"auto": None, "on": True, "off": False}
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge import images
+    from edge.pipeline import Pipeline
+    from edge.vision.expression import DEFAULT_SIDECAR
+
+    failures = 0
+    with Pipeline(
+        model=args.model or DEFAULT_SIDECAR, backend=args.backend, threads=args.threads, max_faces=args.max_faces, precision=args.precision
+    ) as pipeline:
+        for path in images.walk(args.paths):
+            try:
+                frame = images.read(path)
+            except ImageError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failures += 1
+                continue
+            result = pipeline.analyze(frame, lowlight=LOWLIGHT[args.lowlight])
+            if args.json:
+                print(json.dumps({"path": str(path), **result.to_json()}), flush=True)
+            else:
+                faces = ", ".join(
+                    f"{f.label} {f.confidence:.0%}{' (unsure)' if f.unsure else ''}{' [whole image]' if f.fallback else ''}" for f in result.faces
+                )
+                print(f"{path}: {faces or 'no face'}", flush=True)
+    return 1 if failures else 0

@@ -1,0 +1,163 @@
+"""Ambient light: lux sources and the day/night switch that decides when the low-light branch runs.
+
+Sources: a gpiozero `LightSensor` (LDR + capacitor; its 0..1 charge-time value mapped to rough
+lux) or, as a fallback that needs no hardware, the mean brightness of the captured frame. The MCU
+lux sensor on the UART comes with the firmware bridge. `DayNightSwitch` adds hysteresis and a
+minimum dwell time so a reading hovering around a threshold does not flip the mode press to press.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.config import LightConfig
+from edge.errors import HardwareError
+
+_LOGGER = logging.getLogger(__name__)
+
+FRAME_FULL_SCALE_LUX = 1000.0
+"""Lux taken to give a white frame at a fixed exposure; auto-exposure makes any such figure rough."""
+LDR_GAMMA = 0.7
+"""Typical LDR slope: resistance ∝ lux^-gamma, and the charge time is proportional to resistance."""
+
+
+def mean_luma(image: np.ndarray) -> float:
+    """Mean luma 0..255 of a BGR (or grey) frame."""
+    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return float(cv2.mean(gray)[0])
+
+
+def luma_to_lux(luma: float) -> float:
+    """Rough lux from a mean luma 0..255 (undo the sRGB curve, scale to FRAME_FULL_SCALE_LUX)."""
+    return FRAME_FULL_SCALE_LUX * (max(0.0, min(255.0, luma)) / 255.0) ** 2.2
+
+
+def ldr_value_to_lux(value: float, dark_lux: float = 1.0) -> float:
+    """gpiozero LightSensor value (1 - charge_time/limit) to rough lux.
+
+    `dark_lux` is the light level at which the capacitor just fails to charge within the limit
+    (value 0); brighter light charges it faster, following the LDR's power law.
+    """
+    charge = max(1e-3, 1.0 - max(0.0, min(1.0, value)))
+    return dark_lux * charge ** (-1.0 / LDR_GAMMA)
+
+
+class LuxSource:
+    """Something that reports ambient light in (approximate) lux. Context manager; close() idempotent."""
+
+    description = "lux source"
+
+    def read(self) -> float | None:
+        """Latest reading in lux, or None when there is none yet."""
+        raise NotImplementedError
+
+    def observe(self, luma: float) -> None:
+        """Offered the mean luma (0..255) of every captured frame; only frame-based sources use it."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> LuxSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FrameBrightness(LuxSource):
+    """Mean luma of the last observed frame, as rough lux (no sensor needed)."""
+
+    description = "frame brightness"
+
+    def __init__(self) -> None:
+        self.luma: float | None = None
+
+    def observe(self, luma: float) -> None:
+        self.luma = luma
+
+    def read(self) -> float | None:
+        return None if self.luma is None else luma_to_lux(self.luma)
+
+
+class GpioLightSensor(LuxSource):
+    """gpiozero `LightSensor` (LDR from 3V3 to the pin, capacitor from the pin to ground)."""
+
+    def __init__(self, pin: str, *, pin_factory: Any = None, dark_lux: float = 1.0) -> None:
+        from gpiozero import LightSensor
+
+        self.description = f"light sensor on {pin}"
+        self._dark_lux = dark_lux
+        try:
+            self._sensor = LightSensor(pin, pin_factory=pin_factory)
+        except Exception as exc:  # noqa: BLE001 — gpiozero raises many kinds (no factory, pin busy, bad name)
+            raise HardwareError(f"light.pin {pin}: cannot open the light sensor: {exc}") from exc
+
+    def read(self) -> float | None:
+        value = self._sensor.value
+        return None if value is None else ldr_value_to_lux(value, self._dark_lux)
+
+    def close(self) -> None:
+        self._sensor.close()
+
+
+class DayNightSwitch:
+    """Night below `night_lux`, day above `day_lux`, and at least `min_dwell_s` in a mode.
+
+    The first reading sets the mode directly. Between the two thresholds the mode stays as it is,
+    and a reading past the other threshold changes it only once the dwell time has passed, so a
+    signal jittering around a threshold (even past both, briefly) changes mode rarely, not per press.
+    """
+
+    def __init__(
+        self,
+        night_lux: float,
+        day_lux: float,
+        min_dwell_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if day_lux <= night_lux:
+            raise ValueError(f"day_lux ({day_lux}) must be greater than night_lux ({night_lux})")
+        self.night_lux, self.day_lux, self.min_dwell_s = night_lux, day_lux, min_dwell_s
+        self._clock = clock
+        self._night: bool | None = None
+        self._changed_at = 0.0
+
+    @property
+    def night(self) -> bool:
+        return bool(self._night)
+
+    def update(self, lux: float | None) -> bool:
+        """Feed one reading (None = no reading, keep the mode); returns True in night mode."""
+        if lux is None:
+            return self.night
+        now = self._clock()
+        if self._night is None:
+            self._night, self._changed_at = lux < self.night_lux, now
+            _LOGGER.info("light: starting in %s mode (%.1f lux)", "night" if self._night else "day", lux)
+            return self._night
+        wanted = lux > self.day_lux if self._night else lux < self.night_lux
+        if wanted and now - self._changed_at >= self.min_dwell_s:
+            self._night, self._changed_at = not self._night, now
+            _LOGGER.info("light: %s mode (%.1f lux)", "night" if self._night else "day", lux)
+        return self._night
+
+
+def open_light(config: LightConfig, *, real: bool, clock: Callable[[], float] = time.monotonic) -> tuple[LuxSource, DayNightSwitch]:
+    """The configured lux source with its switch; the GPIO sensor falls back to frame brightness."""
+    if config.source == "gpio" and real:
+        try:
+            source: LuxSource = GpioLightSensor(config.pin)
+            return source, DayNightSwitch(config.night_lux, config.day_lux, config.min_dwell_s, clock=clock)
+        except HardwareError as exc:
+            _LOGGER.warning("%s; using frame brightness instead", exc)
+    elif config.source == "gpio":
+        _LOGGER.info("light: no GPIO (app.hw fake); using frame brightness")
+    night, day = luma_to_lux(config.frame_night_luma), luma_to_lux(config.frame_day_luma)
+    return FrameBrightness(), DayNightSwitch(night, day, config.min_dwell_s, clock=clock)

@@ -1,0 +1,140 @@
+"""The one pipeline: frame → (low-light) → faces → upper-face sample → expression → result.
+
+Pure: no camera, no audio, no global state. The wearer loop, `analyze`, `bench`, the offload
+server and `export evaluate` all call `Pipeline.analyze`, so what is measured is what is spoken.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.results import FaceResult, FrameResult, Position
+from edge.runtime import default_threads
+from edge.vision.enhance import enhance_classical
+from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
+from edge.vision.faces import Face, FaceMesh
+from edge.vision.upperface import UpperFaceSample, eye_centres, sample, sample_unaligned
+
+_LOGGER = logging.getLogger(__name__)
+
+HORIZONTAL_FOV_DEG = 62.0
+"""Typical Pi camera / UVC module horizontal field of view; used only for clock direction and distance."""
+INTERPUPIL_M = 0.063
+"""Adult mean inter-pupil distance: turns the eye spacing in pixels into a rough distance."""
+DARK_BRIGHTNESS = 50.0
+"""Mean luma (0..255) below which `lowlight=None` (auto, no sensor) takes the night branch."""
+
+
+def position_of(face: Face | None, width: int, height: int) -> Position:
+    if face is None:
+        return Position(clock=12, distance_m=0.0, x=0.5)
+    left, right = eye_centres(face.landmarks)
+    cx = float((left[0] + right[0]) / 2)
+    focal = (width / 2) / math.tan(math.radians(HORIZONTAL_FOV_DEG / 2))
+    bearing = math.degrees(math.atan2(cx - width / 2, focal))
+    clock = int(round(bearing / 30.0)) % 12 or 12
+    eye_px = float(np.hypot(*(right - left)))
+    distance = INTERPUPIL_M * focal / eye_px if eye_px > 1 else 0.0
+    return Position(clock=clock, distance_m=distance, x=cx / max(width, 1))
+
+
+def brightness(frame: np.ndarray) -> float:
+    small = cv2.resize(frame, (64, 48), interpolation=cv2.INTER_AREA)
+    gray = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    return float(gray.mean())
+
+
+class Pipeline:
+    """Loads every model once; `analyze` is then cheap and re-entrant per instance (not thread-safe)."""
+
+    def __init__(
+        self,
+        model: Path | str = DEFAULT_SIDECAR,
+        backend: str = "tflite",
+        threads: int | None = None,
+        max_faces: int = 4,
+        precision: str = "int8",
+    ) -> None:
+        threads = threads or default_threads()
+        self.mesh = FaceMesh(threads=threads, max_faces=max_faces)
+        try:
+            self.expression = ExpressionModel(model, backend=backend, threads=threads, precision=precision)
+        except Exception:
+            self.mesh.close()
+            raise
+
+    @classmethod
+    def from_config(cls, vision: Any) -> "Pipeline":
+        """Build from a VisionConfig-like object (model, backend, threads, max_faces)."""
+        return cls(model=vision.model_path, backend=vision.backend, threads=vision.threads, max_faces=vision.max_faces)
+
+    def analyze(
+        self,
+        frame: np.ndarray,
+        lowlight: bool | None = False,
+        track: bool = False,
+        assume_face: bool = False,
+    ) -> FrameResult:
+        """Faces and expressions in one BGR (or gray) frame.
+
+        lowlight: True = night branch, False = day, None = decide from the frame's brightness.
+        track: reuse the previous frame's landmarks (video); False for unrelated photos.
+        assume_face: the image is known to be one face (dataset crops) — never return no face.
+        """
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        level = brightness(frame)
+        night = level < DARK_BRIGHTNESS if lowlight is None else bool(lowlight)
+        if night:
+            frame = enhance_classical(frame)
+        bgr = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        timings["enhance"] = (time.perf_counter() - start) * 1e3
+
+        faces = self.mesh.process(rgb, track=track, timings=timings)
+
+        timings["align"] = timings["features"] = 0.0
+        samples: list[UpperFaceSample] = [sample(bgr, f.landmarks, timings) for f in faces]
+        if not faces and assume_face:
+            start = time.perf_counter()
+            samples = [sample_unaligned(bgr)]
+            timings["features"] += (time.perf_counter() - start) * 1e3
+
+        start = time.perf_counter()
+        expressions = self.expression.predict(samples)
+        timings["classify"] = (time.perf_counter() - start) * 1e3
+
+        h, w = bgr.shape[:2]
+        results = []
+        for i, expr in enumerate(expressions):
+            face = faces[i] if i < len(faces) else None
+            results.append(
+                FaceResult(
+                    box=face.box if face is not None else (0, 0, w, h),
+                    label=expr.label,
+                    confidence=expr.confidence,
+                    unsure=expr.unsure,
+                    scores=expr.scores,
+                    position=position_of(face, w, h),
+                    fallback=face is None or face.fallback,
+                )
+            )
+        timings["total"] = sum(timings.values())
+        return FrameResult(faces=tuple(results), lowlight=night, timings_ms=timings, brightness=level)
+
+    def close(self) -> None:
+        self.mesh.close()
+        self.expression.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,150 @@
+"""Inference backends behind one small interface.
+
+A backend is registered by name and imported lazily, so a device with only tflite-runtime never
+imports onnxruntime. When the configured backend cannot be imported we fail loudly rather than
+silently running something else.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from edge.errors import ModelError
+
+_LOGGER = logging.getLogger(__name__)
+
+
+class Backend(Protocol):
+    """A loaded model: named inputs in, list of outputs out."""
+
+    name: str
+    input_names: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...]
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+def _tflite_interpreter_class() -> type:
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+    except ImportError:
+        try:
+            from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+        except ImportError as exc:
+            raise ModelError(
+                "no TFLite runtime installed: install tflite-runtime (or ai-edge-litert) from "
+                "requirements.txt, or set vision.backend = \"onnx\""
+            ) from exc
+    return Interpreter
+
+
+class TFLiteBackend:
+    """tflite-runtime with the XNNPACK delegate (the default CPU path), fixed thread count."""
+
+    name = "tflite"
+
+    def __init__(self, path: Path, threads: int = 2) -> None:
+        interpreter_class = _tflite_interpreter_class()
+        try:
+            self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path}: not a loadable TFLite model ({exc}); re-export it or restore it from git") from exc
+        self._inputs = self._interpreter.get_input_details()
+        self._outputs = self._interpreter.get_output_details()
+        self.input_names = tuple(d["name"] for d in self._inputs)
+        self.input_shapes = tuple(tuple(int(s) for s in d["shape"]) for d in self._inputs)
+        self._batch = self.input_shapes[0][0] if self.input_shapes else 1
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        n = inputs[0].shape[0]
+        if n != self._batch:
+            for detail, array in zip(self._inputs, inputs):
+                self._interpreter.resize_tensor_input(detail["index"], [n, *array.shape[1:]])
+            self._interpreter.allocate_tensors()
+            self._batch = n
+        for detail, array in zip(self._inputs, inputs):
+            self._interpreter.set_tensor(detail["index"], _quantize(array, detail))
+        self._interpreter.invoke()
+        return [_dequantize(self._interpreter.get_tensor(d["index"]), d) for d in self._outputs]
+
+    def close(self) -> None:
+        self._interpreter = None
+
+
+def _quantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(array / scale + zero), info.min, info.max).astype(dtype)
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def _dequantize(array: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] in (np.int8, np.uint8):
+        scale, zero = detail["quantization"]
+        return (array.astype(np.float32) - zero) * scale
+    return array
+
+
+class OnnxBackend:
+    """onnxruntime on the CPU (or a GPU provider on the AI server when one is installed)."""
+
+    name = "onnx"
+
+    def __init__(self, path: Path, threads: int = 2, providers: Sequence[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise ModelError("onnxruntime is not installed: install it from requirements.txt or set vision.backend = \"tflite\"") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=options, providers=list(providers or ["CPUExecutionProvider"])
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+            raise ModelError(f"{path}: not a loadable ONNX model ({exc}); re-export it or restore it from git") from exc
+        self.input_names = tuple(i.name for i in self._session.get_inputs())
+        self.input_shapes = tuple(
+            tuple(d if isinstance(d, int) else 1 for d in i.shape) for i in self._session.get_inputs()
+        )
+
+    def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        feed = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(self.input_names, inputs)}
+        return list(self._session.run(None, feed))
+
+    def close(self) -> None:
+        self._session = None
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {"tflite": TFLiteBackend, "onnx": OnnxBackend}
+
+
+def open_model(path: Path | str, backend: str, threads: int = 2) -> Backend:
+    """Load a model file with the named backend, once; log the time it took."""
+    path = Path(path)
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if not path.is_file():
+        raise ModelError(f"model file {path} is missing: run `make setup` or restore models/ from git")
+    start = time.perf_counter()
+    model = BACKENDS[backend](path, threads=threads)
+    _LOGGER.debug("loaded %s with %s in %.1f ms", path.name, backend, (time.perf_counter() - start) * 1e3)
+    return model
+
+
+def default_threads() -> int:
+    """Two threads, or fewer on a single-core board (Zero-class)."""
+    return max(1, min(2, os.cpu_count() or 1))

@@ -1,0 +1,149 @@
+"""The expression model: seven scores, a label, a calibrated confidence and an honest "unsure".
+
+The device reads only the sidecar JSON: which file to run for each backend, its sha256, the
+preprocessing version it was trained with, the input names, the temperature fitted on validation
+data and the confidence threshold below which we say "not sure". A model whose file or
+preprocessing does not match its sidecar is refused, because a silently wrong answer spoken to
+someone who cannot check it is worse than no answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.errors import ModelError
+from edge.results import LABELS
+from edge.runtime import Backend, open_model
+from edge.vision.upperface import PREPROCESSING_VERSION, UpperFaceSample, flip_sample
+
+_LOGGER = logging.getLogger(__name__)
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
+DEFAULT_SIDECAR = MODELS_DIR / "expression.json"
+
+
+@dataclass(frozen=True)
+class Expression:
+    scores: dict[str, float]
+    label: str
+    confidence: float
+    unsure: bool
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_sidecar(path: Path) -> dict[str, Any]:
+    try:
+        spec = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ModelError(f"model sidecar {path} is missing: restore models/ from git or point vision.model at a sidecar JSON") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model sidecar {path} is unreadable ({exc}): restore it from git") from exc
+    for key in ("labels", "preprocessing", "inputs", "files", "temperature", "unsure_threshold"):
+        if key not in spec:
+            raise ModelError(f"model sidecar {path} has no {key!r}: re-export the model with `python -m export`")
+    return spec
+
+
+def verified_file(sidecar: Path, spec: dict[str, Any], variant: str) -> Path:
+    """The model file for a variant (e.g. "tflite-int8"), after checking its sha256 against the sidecar."""
+    entry = spec["files"].get(variant)
+    if entry is None:
+        raise ModelError(f"{sidecar} lists no {variant!r} file (has: {', '.join(spec['files'])})")
+    path = sidecar.parent / entry["file"]
+    if not path.is_file():
+        raise ModelError(f"model file {path} is missing: restore models/ from git (`git checkout -- models`)")
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise ModelError(
+            f"model file {path} does not match its sidecar (sha256 {actual[:12]}… ≠ {entry['sha256'][:12]}…): "
+            "the file is corrupt or from another export; restore models/ from git or re-export"
+        )
+    return path
+
+
+class ExpressionModel:
+    """One loaded expression model, run through the configured backend."""
+
+    def __init__(self, sidecar: Path | str = DEFAULT_SIDECAR, backend: str = "tflite", threads: int = 2, precision: str = "int8") -> None:
+        self.sidecar = Path(sidecar)
+        self.spec = load_sidecar(self.sidecar)
+        if self.spec["preprocessing"] != PREPROCESSING_VERSION:
+            raise ModelError(
+                f"{self.sidecar} was trained with preprocessing {self.spec['preprocessing']!r} but this code makes "
+                f"{PREPROCESSING_VERSION!r}: install the model that ships with this version, or re-export"
+            )
+        if tuple(self.spec["labels"]) != LABELS:
+            raise ModelError(f"{self.sidecar}: labels {self.spec['labels']} are not the FER2013 order {list(LABELS)}")
+        self.variant = f"{backend}-{precision}"
+        self.path = verified_file(self.sidecar, self.spec, self.variant)
+        self._model: Backend = open_model(self.path, backend, threads)
+        self._inputs = [i["name"] for i in self.spec["inputs"]]
+        self.temperature = float(self.spec["temperature"])
+        self.unsure_threshold = float(self.spec["unsure_threshold"])
+        self.flip = bool(self.spec.get("test_time_flip", False))
+
+    def logits(self, samples: Sequence[UpperFaceSample]) -> np.ndarray:
+        """Raw logits [N, 7]; with test-time flip, the mean over the face and its mirror image."""
+        batch = list(samples)
+        if self.flip:
+            batch += [flip_sample(s) for s in samples]
+        arrays = []
+        for name in self._inputs:
+            if name == "face":
+                arrays.append(np.stack([s.face for s in batch]).astype(np.float32)[:, None])
+            elif name == "landmarks":
+                arrays.append(np.stack([s.features for s in batch]).astype(np.float32))
+            else:
+                raise ModelError(f"{self.sidecar}: unknown model input {name!r}")
+        out = np.concatenate([self._run_one(arrays, i) for i in range(len(batch))]) if self._static else self._model.run(arrays)[0]
+        out = out.reshape(len(batch), len(LABELS))
+        if self.flip:
+            out = (out[: len(samples)] + out[len(samples) :]) / 2
+        return out
+
+    @property
+    def _static(self) -> bool:
+        return self._model.name == "tflite"
+
+    def _run_one(self, arrays: list[np.ndarray], i: int) -> np.ndarray:
+        return self._model.run([a[i : i + 1] for a in arrays])[0]
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        z = logits / self.temperature
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, samples: Sequence[UpperFaceSample]) -> list[Expression]:
+        if not samples:
+            return []
+        probs = self.probabilities(self.logits(samples))
+        out = []
+        for p in probs:
+            best = int(p.argmax())
+            out.append(
+                Expression(
+                    scores={label: float(v) for label, v in zip(LABELS, p)},
+                    label=LABELS[best],
+                    confidence=float(p[best]),
+                    unsure=bool(p[best] < self.unsure_threshold),
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        self._model.close()

@@ -1,0 +1,313 @@
+"""Face detection and 468-point landmarks with the models bundled in the mediapipe wheel.
+
+We run BlazeFace short-range and the face-landmark model directly through our runtime layer
+(tflite-runtime + XNNPACK) rather than through MediaPipe's graph, so every stage is timed and the
+thread count is ours. For video we do what FaceMesh does: the landmarks of one frame give the
+region of interest for the next, and the detector runs only when tracking is lost (and every
+`redetect_every` frames, to pick up people who step into view).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.errors import ModelError
+from edge.runtime import Backend, open_model
+
+_LOGGER = logging.getLogger(__name__)
+
+DETECTOR_SIZE = 128
+LANDMARK_SIZE = 192
+NUM_LANDMARKS = 468
+MIN_PRESENCE = 0.5
+"""Landmark model's face-presence probability below which a crop is not taken as a face."""
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
+"""Subject's right eye outer corner (image left on a facing person) and left eye outer corner."""
+
+
+def bundled_model_path(name: str) -> Path:
+    """Path of a face model shipped inside the mediapipe wheel (no download, ever)."""
+    try:
+        import mediapipe  # noqa: F401  (only to find its folder; nothing of it runs here)
+    except ImportError as exc:
+        raise ModelError("mediapipe is not installed: run `make setup` (it carries the face models)") from exc
+    folder = "face_detection" if "detection" in name else "face_landmark"
+    path = Path(mediapipe.__file__).parent / "modules" / folder / name
+    if not path.is_file():
+        raise ModelError(f"{path} is missing from the mediapipe wheel: reinstall mediapipe==0.10.18 (`make setup`)")
+    return path
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A rotated square in image pixels: the crop the landmark model sees."""
+
+    cx: float
+    cy: float
+    size: float
+    angle: float
+    """Radians; the crop's x axis points along (cos a, sin a) in image coordinates (y down)."""
+
+    def crop_matrix(self, out_size: int) -> np.ndarray:
+        """Affine matrix mapping image pixels into the out_size×out_size crop."""
+        u = np.array([math.cos(self.angle), math.sin(self.angle)]) * self.size / 2
+        v = np.array([-math.sin(self.angle), math.cos(self.angle)]) * self.size / 2
+        c = np.array([self.cx, self.cy])
+        src = np.float32([c - u - v, c + u - v, c - u + v])
+        dst = np.float32([[0, 0], [out_size, 0], [0, out_size]])
+        return cv2.getAffineTransform(src, dst)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face: its landmarks in image pixels and how it was found."""
+
+    landmarks: np.ndarray
+    """float32 [468, 3]: x, y in image pixels; z in the same scale as x."""
+    score: float
+    """Landmark model's face-presence probability."""
+    fallback: bool
+    """True when nothing was detected and the whole image was taken as the face."""
+    roi: Roi
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        xy = self.landmarks[:, :2]
+        x0, y0 = np.floor(xy.min(axis=0))
+        x1, y1 = np.ceil(xy.max(axis=0))
+        return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
+
+    @property
+    def eye_centres(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image-left eye, image-right eye) centres from the eye-contour landmarks."""
+        return self.landmarks[_RIGHT_EYE_RING, :2].mean(axis=0), self.landmarks[_LEFT_EYE_RING, :2].mean(axis=0)
+
+
+# Eye contours (face-mesh topology): subject's right eye, then left eye.
+_RIGHT_EYE_RING = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])
+_LEFT_EYE_RING = np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466])
+
+
+@lru_cache(maxsize=1)
+def _anchors() -> np.ndarray:
+    """BlazeFace short-range SSD anchors: 16×16×2 at stride 8, then 8×8×6 at stride 16 (896)."""
+    centres = []
+    for grid, per_cell in ((16, 2), (8, 6)):
+        ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
+        cells = np.stack([(xs.ravel() + 0.5) / grid, (ys.ravel() + 0.5) / grid], axis=1)
+        centres.append(np.repeat(cells, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: np.ndarray
+    """x0, y0, x1, y1 in image pixels."""
+    keypoints: np.ndarray
+    """[6, 2] in image pixels: right eye, left eye, nose tip, mouth, right ear, left ear."""
+    score: float
+
+    def roi(self) -> Roi:
+        (rx, ry), (lx, ly) = self.keypoints[0], self.keypoints[1]
+        x0, y0, x1, y1 = self.box
+        return Roi(
+            cx=(x0 + x1) / 2,
+            cy=(y0 + y1) / 2,
+            size=max(x1 - x0, y1 - y0) * 1.5,
+            angle=math.atan2(ly - ry, lx - rx),
+        )
+
+
+def _weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: float) -> list[Detection]:
+    """MediaPipe's weighted NMS: overlapping candidates are averaged by score, not dropped."""
+    order = np.argsort(-scores)
+    boxes, kps, scores = boxes[order], kps[order], scores[order]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    alive = np.ones(len(scores), dtype=bool)
+    out = []
+    for i in range(len(scores)):
+        if not alive[i]:
+            continue
+        ix0 = np.maximum(boxes[i, 0], boxes[:, 0])
+        iy0 = np.maximum(boxes[i, 1], boxes[:, 1])
+        ix1 = np.minimum(boxes[i, 2], boxes[:, 2])
+        iy1 = np.minimum(boxes[i, 3], boxes[:, 3])
+        inter = np.clip(ix1 - ix0, 0, None) * np.clip(iy1 - iy0, 0, None)
+        overlap = inter / (area[i] + area - inter + 1e-9)
+        group = alive & (overlap > iou)
+        w = scores[group][:, None]
+        out.append(
+            Detection(
+                box=(boxes[group] * w).sum(0) / w.sum(),
+                keypoints=(kps[group] * w[:, :, None]).sum(0) / w.sum(),
+                score=float(scores[i]),
+            )
+        )
+        alive &= ~group
+    return out
+
+
+class FaceDetector:
+    """BlazeFace short-range on a letterboxed 128×128 view of the frame."""
+
+    def __init__(self, threads: int = 2, min_score: float = 0.5, backend: Backend | None = None) -> None:
+        self._model = backend or open_model(bundled_model_path("face_detection_short_range.tflite"), "tflite", threads)
+        self.min_score = min_score
+
+    def __call__(self, rgb: np.ndarray) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        side = max(h, w)
+        pad_x, pad_y = (side - w) / 2, (side - h) / 2
+        square = cv2.copyMakeBorder(
+            rgb, int(pad_y), int(math.ceil(pad_y)), int(pad_x), int(math.ceil(pad_x)), cv2.BORDER_CONSTANT
+        )
+        small = cv2.resize(square, (DETECTOR_SIZE, DETECTOR_SIZE), interpolation=cv2.INTER_AREA)
+        x = (small.astype(np.float32) / 127.5 - 1.0)[None]
+        regressors, logits = self._model.run([x])
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[0, :, 0], -50, 50)))
+        keep = scores >= self.min_score
+        if not keep.any():
+            return []
+        raw, anchors, scores = regressors[0, keep], _anchors()[keep], scores[keep]
+        centre = anchors + raw[:, 0:2] / DETECTOR_SIZE
+        half = raw[:, 2:4] / DETECTOR_SIZE / 2
+        boxes = np.concatenate([centre - half, centre + half], axis=1) * side - [pad_x, pad_y, pad_x, pad_y]
+        kps = (anchors[:, None, :] + raw[:, 4:16].reshape(-1, 6, 2) / DETECTOR_SIZE) * side - [pad_x, pad_y]
+        return _weighted_nms(boxes, kps, scores, iou=0.3)
+
+    def close(self) -> None:
+        self._model.close()
+
+
+class LandmarkModel:
+    """The 468-point face-mesh model on a rotated 192×192 crop."""
+
+    def __init__(self, threads: int = 2, backend: Backend | None = None) -> None:
+        self._model = backend or open_model(bundled_model_path("face_landmark.tflite"), "tflite", threads)
+
+    def __call__(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
+        matrix = roi.crop_matrix(LANDMARK_SIZE)
+        crop = cv2.warpAffine(rgb, matrix, (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        mesh, flag = self._model.run([(crop.astype(np.float32) / 255.0)[None]])
+        points = mesh.reshape(NUM_LANDMARKS, 3).astype(np.float32)
+        inverse = cv2.invertAffineTransform(matrix)
+        xy = points[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+        z = points[:, 2:3] * roi.size / LANDMARK_SIZE
+        score = float(1.0 / (1.0 + math.exp(-float(np.clip(flag.ravel()[0], -50, 50)))))
+        return np.concatenate([xy, z], axis=1).astype(np.float32), score
+
+    def close(self) -> None:
+        self._model.close()
+
+
+def roi_from_landmarks(landmarks: np.ndarray) -> Roi:
+    """Next frame's crop from this frame's mesh: eye-line rotation, 1.5× the rotated extent."""
+    a, b = landmarks[RIGHT_EYE_OUTER, :2], landmarks[LEFT_EYE_OUTER, :2]
+    angle = math.atan2(b[1] - a[1], b[0] - a[0])
+    u = np.array([math.cos(angle), math.sin(angle)])
+    v = np.array([-math.sin(angle), math.cos(angle)])
+    pu, pv = landmarks[:, :2] @ u, landmarks[:, :2] @ v
+    cu, cv_ = (pu.min() + pu.max()) / 2, (pv.min() + pv.max()) / 2
+    centre = cu * u + cv_ * v
+    size = max(pu.max() - pu.min(), pv.max() - pv.min()) * 1.5
+    return Roi(cx=float(centre[0]), cy=float(centre[1]), size=float(size), angle=angle)
+
+
+def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    iw = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    ih = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    inter = iw * ih
+    return inter / max(1e-9, aw * ah + bw * bh - inter)
+
+
+class FaceMesh:
+    """Several faces per frame, sorted left to right; tracked between frames of a video."""
+
+    def __init__(
+        self,
+        threads: int = 2,
+        max_faces: int = 4,
+        min_detection_score: float = 0.5,
+        min_presence: float = MIN_PRESENCE,
+        redetect_every: int = 15,
+    ) -> None:
+        self.detector = FaceDetector(threads=threads, min_score=min_detection_score)
+        self.landmarks = LandmarkModel(threads=threads)
+        self.max_faces = max_faces
+        self.min_presence = min_presence
+        self.redetect_every = redetect_every
+        self._tracked: list[Roi] = []
+        self._since_detect = 0
+
+    def reset(self) -> None:
+        """Forget tracked faces (a new, unrelated image comes next)."""
+        self._tracked = []
+        self._since_detect = 0
+
+    def process(
+        self, rgb: np.ndarray, track: bool = False, allow_fallback: bool = True, timings: dict[str, float] | None = None
+    ) -> list[Face]:
+        """Faces in an RGB frame. With track=True, reuse the last frame's landmarks as the crop."""
+        timings = timings if timings is not None else {}
+        rois: list[Roi] = list(self._tracked) if track else []
+        detect = not rois or (track and self._since_detect >= self.redetect_every)
+        faces: list[Face] = []
+        detect_ms = 0.0
+        landmark_ms = 0.0
+        if rois:
+            start = time.perf_counter()
+            faces = self._mesh(rgb, rois, fallback=False)
+            landmark_ms += (time.perf_counter() - start) * 1e3
+            detect = detect or not faces
+        if detect:
+            start = time.perf_counter()
+            detections = self.detector(rgb)
+            detect_ms = (time.perf_counter() - start) * 1e3
+            self._since_detect = 0
+            start = time.perf_counter()
+            for det in detections:
+                candidate = self._mesh(rgb, [det.roi()], fallback=False)
+                if candidate and all(_iou(candidate[0].box, f.box) < 0.5 for f in faces):
+                    faces.extend(candidate)
+            landmark_ms += (time.perf_counter() - start) * 1e3
+        else:
+            self._since_detect += 1
+        if not faces and allow_fallback:
+            start = time.perf_counter()
+            h, w = rgb.shape[:2]
+            whole = Roi(cx=w / 2, cy=h / 2, size=float(max(h, w)), angle=0.0)
+            faces = self._mesh(rgb, [whole], fallback=True)
+            landmark_ms += (time.perf_counter() - start) * 1e3
+        faces = sorted(faces, key=lambda f: f.box[0] + f.box[2] / 2)[: self.max_faces]
+        self._tracked = [roi_from_landmarks(f.landmarks) for f in faces if not f.fallback] if track else []
+        timings["detect"] = timings.get("detect", 0.0) + detect_ms
+        timings["landmarks"] = timings.get("landmarks", 0.0) + landmark_ms
+        return faces
+
+    def _mesh(self, rgb: np.ndarray, rois: list[Roi], fallback: bool) -> list[Face]:
+        out = []
+        for roi in rois:
+            points, score = self.landmarks(rgb, roi)
+            if score >= self.min_presence:
+                out.append(Face(landmarks=points, score=score, fallback=fallback, roi=roi))
+        return out
+
+    def close(self) -> None:
+        self.detector.close()
+        self.landmarks.close()
+
+    def __enter__(self) -> "FaceMesh":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,37 @@
+"""`python -m export COMMAND`: the workstation toolchain (evaluate runs in the device environment)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from edge.errors import EdgeError
+
+COMMANDS = {
+    "evaluate": ("export.evaluate", "accuracy of the shipped model through the device pipeline on an npz"),
+    "mask": ("export.cli_mask", "write a copy of an npz with every face masked by our generator"),
+    "build": ("export.build", "export the trained checkpoint to ONNX/TFLite fp32+int8, check parity, write models/"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(importlib.import_module(args._module).main(args) or 0)
+    except EdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Training data: FER2013 faces through the device's own alignment, clean and synthetically masked.
+
+For every training face we keep four views, all made by edge.vision.upperface (the code the glasses
+run): clean and masked, each as is and mirrored. Masks come from our generator (export/masks.py),
+placed on the face's own mesh. Training then draws a 50/50 mix of masked and unmasked faces.
+PublicTest is never touched here: it is for `export evaluate` only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.vision.faces import MIN_PRESENCE
+from edge.vision.upperface import flip_sample, sample_or_whole
+from export.landmarks import cached_landmarks
+from export.masks import mask_batch
+
+_LOGGER = logging.getLogger(__name__)
+
+SHARED_FER = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
+FERPLUS_TO_FER = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6}
+
+
+def soft_targets(y: np.ndarray, ferplus: np.ndarray, ferplus_cols: np.ndarray, weight: float = 0.3) -> np.ndarray:
+    """(1 - weight) · one-hot FER2013 label + weight · FER+ crowd-vote distribution (when it has votes)."""
+    onehot = np.eye(7, dtype=np.float32)[y]
+    votes = np.zeros((len(y), 7), dtype=np.float32)
+    for col, name in enumerate(str(c) for c in ferplus_cols):
+        if name in FERPLUS_TO_FER:
+            votes[:, FERPLUS_TO_FER[name]] += ferplus[:, col]
+    total = votes.sum(axis=1, keepdims=True)
+    has = total[:, 0] > 0
+    out = onehot.copy()
+    out[has] = (1 - weight) * onehot[has] + weight * votes[has] / total[has]
+    return out
+
+
+def usable_landmarks(cache: dict[str, np.ndarray]) -> list[np.ndarray | None]:
+    lm = cache["landmarks"].astype(np.float32)
+    return [lm[i] if cache["presence"][i] >= MIN_PRESENCE else None for i in range(len(lm))]
+
+
+def views(images: np.ndarray, landmarks: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(faces [N,48,48], features [N,L,74], mirrored faces, mirrored features) through upperface."""
+    faces, feats, ffaces, ffeats = [], [], [], []
+    for image, lm in zip(images, landmarks):
+        s = sample_or_whole(image, lm)
+        f = flip_sample(s)
+        faces.append(s.face), feats.append(s.features), ffaces.append(f.face), ffeats.append(f.features)
+    return np.stack(faces), np.stack(feats).astype(np.float16), np.stack(ffaces), np.stack(ffeats).astype(np.float16)
+
+
+@dataclass
+class Prepared:
+    faces: np.ndarray
+    """uint8 [4, N, 48, 48]: clean, clean mirrored, masked, masked mirrored."""
+    features: np.ndarray
+    """float16 [4, N, L, 74] in the same order."""
+    y: np.ndarray
+    targets: np.ndarray
+    val: np.ndarray
+    """bool [N]: our validation split, carved from Training (stratified, seeded)."""
+
+
+def stratified_split(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        val[rng.choice(idx, int(round(len(idx) * fraction)), replace=False)] = True
+    return val
+
+
+def prepare(train_npz: Path, cache_dir: Path, seed: int = 0) -> Prepared:
+    out = cache_dir / f"prepared.{train_npz.stat().st_size}.{seed}.npz"
+    if out.is_file():
+        d = np.load(out)
+        return Prepared(d["faces"], d["features"], d["y"], d["targets"], d["val"])
+    start = time.perf_counter()
+    data = np.load(train_npz)
+    x, y = data["x"], data["y"].astype(np.int64)
+    landmarks = usable_landmarks(cached_landmarks(train_npz, cache_dir))
+    raw = np.stack([lm if lm is not None else np.full((468, 3), np.nan, np.float32) for lm in landmarks])
+    masked, _ = mask_batch(x, raw, seed=seed, fraction=1.0)
+    _LOGGER.info("masked %d faces in %.0f s", len(x), time.perf_counter() - start)
+    clean_views = views(x, landmarks)
+    masked_views = views(masked, landmarks)
+    faces = np.stack([clean_views[0], clean_views[2], masked_views[0], masked_views[2]])
+    features = np.stack([clean_views[1], clean_views[3], masked_views[1], masked_views[3]])
+    targets = soft_targets(y, data["ferplus"], data["ferplus_cols"])
+    val = stratified_split(y, 0.1, seed)
+    tmp = out.with_suffix(".tmp.npz")
+    np.savez(tmp, faces=faces, features=features, y=y, targets=targets, val=val)
+    tmp.replace(out)
+    _LOGGER.info("prepared %d faces × 4 views in %.0f s → %s", len(x), time.perf_counter() - start, out)
+    return Prepared(faces, features, y, targets, val)

@@ -1,0 +1,91 @@
+"""`python -m export evaluate --data FILE.npz --json`: the SHIPPED model, through the device pipeline.
+
+No torch here: this runs in the plain runtime environment from `make setup`, on exactly the file
+the glasses load (int8 by default), through `Pipeline.analyze` — detection, landmarks, alignment,
+features, classification — with every dataset image taken as a face photo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import EdgeError
+
+_LOGGER = logging.getLogger(__name__)
+
+LOWLIGHT = {"auto": None, "on": True, "off": False}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, required=True, help="npz with x uint8 [N,H,W] or [N,H,W,3] and y int [N] (FER2013 order)")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument("--lowlight", choices=tuple(LOWLIGHT), default="auto")
+    parser.add_argument("--plot", type=Path, default=None, help="write the confusion matrix as a PNG")
+    parser.add_argument("--model", type=Path, default=None, help="sidecar JSON (default: models/expression.json)")
+    parser.add_argument("--backend", choices=("tflite", "onnx"), default="tflite")
+    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument("--threads", type=int, default=None)
+
+
+def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        data = np.load(path)
+        x, y = data["x"], np.asarray(data["y"], dtype=np.int64)
+    except FileNotFoundError as exc:
+        raise EdgeError(f"{path}: no such file") from exc
+    except KeyError as exc:
+        raise EdgeError(f"{path}: needs arrays 'x' (uint8 images) and 'y' (labels 0..6)") from exc
+    except (OSError, ValueError) as exc:
+        raise EdgeError(f"{path}: not a readable .npz ({exc})") from exc
+    if x.dtype != np.uint8 or x.ndim not in (3, 4) or len(x) != len(y):
+        raise EdgeError(f"{path}: x must be uint8 [N,H,W] or [N,H,W,3] with one label per image (got {x.dtype} {x.shape}, {len(y)} labels)")
+    if len(y) and (y.min() < 0 or y.max() > 6):
+        raise EdgeError(f"{path}: labels must be 0..6 in FER2013 order")
+    return x, y
+
+
+def predict(pipeline, x: np.ndarray, lowlight: bool | None) -> tuple[np.ndarray, dict[str, float]]:
+    """Top-1 label per image (largest face when several are found) and the share of fallback/detected faces."""
+    preds = np.empty(len(x), dtype=np.int64)
+    detected = 0
+    from edge.results import LABELS
+
+    for i, image in enumerate(x):
+        result = pipeline.analyze(image, lowlight=lowlight, assume_face=True)
+        face = max(result.faces, key=lambda f: f.box[2] * f.box[3])
+        preds[i] = LABELS.index(face.label)
+        detected += not face.fallback
+    return preds, {"detected": round(detected / max(len(x), 1), 4)}
+
+
+def main(args: argparse.Namespace) -> int:
+    from edge.pipeline import Pipeline
+    from edge.vision.expression import DEFAULT_SIDECAR
+    from export.metrics import plot_confusion, report
+
+    x, y = load_npz(args.data)
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    start = time.perf_counter()
+    with Pipeline(model=args.model or DEFAULT_SIDECAR, backend=args.backend, precision=args.precision, threads=args.threads, max_faces=2) as pipeline:
+        preds, extra = predict(pipeline, x, LOWLIGHT[args.lowlight])
+        model_file = pipeline.expression.path.name
+    out = report(y, preds)
+    out.update({"model": model_file, "lowlight": args.lowlight, **extra, "seconds": round(time.perf_counter() - start, 1)})
+    if args.plot:
+        plot_confusion(out["confusion"], args.plot, f"{args.data.name}: {model_file}, accuracy {out['accuracy']:.1%}")
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{args.data}: n={out['n']} accuracy={out['accuracy']:.2%} macro-F1={out['macro_f1']:.3f} ({model_file})")
+        for name, m in out["per_class"].items():
+            print(f"  {name:9s} precision {m['precision']:.2f}  recall {m['recall']:.2f}  specificity {m['specificity']:.2f}  F1 {m['f1']:.2f}")
+    return 0

@@ -1,0 +1,64 @@
+"""Face-mesh landmarks for every image of a dataset, through the device's own FaceMesh.
+
+Training data goes through the same detector, landmark model and fallback rule as camera frames,
+so the alignment the model learns on is the alignment it meets on the glasses. Results are
+cached next to the dataset cache (one .npz per source file, keyed by its size and mtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.vision.faces import FaceMesh
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def dataset_landmarks(images: np.ndarray, threads: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(landmarks float32 [N,468,3] or NaN, presence [N], detected bool [N]) for gray/BGR images."""
+    n = len(images)
+    landmarks = np.full((n, 468, 3), np.nan, dtype=np.float32)
+    presence = np.zeros(n, dtype=np.float32)
+    detected = np.zeros(n, dtype=bool)
+    start = time.perf_counter()
+    with FaceMesh(threads=threads, max_faces=1, min_presence=0.0) as mesh:
+        for i, image in enumerate(images):
+            rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            faces = mesh.process(rgb)
+            if faces:
+                best = max(faces, key=lambda f: f.score)
+                landmarks[i], presence[i], detected[i] = best.landmarks, best.score, not best.fallback
+            if i and i % 5000 == 0:
+                _LOGGER.info("%d/%d faces, %.1f ms each", i, n, (time.perf_counter() - start) * 1e3 / i)
+    return landmarks, presence, detected
+
+
+def cached_landmarks(npz_path: Path, cache_dir: Path) -> dict[str, np.ndarray]:
+    """Landmarks for the `x` array of npz_path, computed once and cached."""
+    stat = npz_path.stat()
+    cache = cache_dir / f"{npz_path.stem}.landmarks.{stat.st_size}.npz"
+    if cache.is_file():
+        return dict(np.load(cache))
+    images = np.load(npz_path)["x"]
+    landmarks, presence, detected = dataset_landmarks(images)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez_compressed(tmp, landmarks=landmarks.astype(np.float16), presence=presence, detected=detected)
+    tmp.replace(cache)
+    _LOGGER.info("%s: %d faces detected, %d fallback", npz_path.name, detected.sum(), (~detected & (presence > 0)).sum())
+    return dict(np.load(cache))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("npz", type=Path, nargs="+")
+    parser.add_argument("--cache", type=Path, default=Path("cache"))
+    for p in parser.parse_args().npz:
+        cached_landmarks(p, parser.parse_args().cache)

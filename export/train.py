@@ -1,0 +1,158 @@
+"""Train the three candidates in one run: fusion (c) with deep supervision of image (b) and landmark (a) heads.
+
+One run gives all three models on the same split, the same data mix and the same number of steps,
+so the model-card table compares like with like and fits a 2-core CPU session. Each epoch draws
+each training face once, masked or not with probability ½ and mirrored with probability ½, plus a
+small random shift/rotation of the image. The loss is class-weighted (√ inverse frequency: disgust
+has 436 faces) on soft targets (FER2013 label blended with FER+ votes). Checkpoints every epoch;
+`--resume` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from export.dataset import SHARED_FER, Prepared, prepare
+from export.nets import FaceNet, FusionNet, LandmarkHogNet
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def class_weights(y: np.ndarray) -> torch.Tensor:
+    counts = np.bincount(y, minlength=7).astype(np.float64)
+    w = 1.0 / np.sqrt(counts)
+    return torch.tensor(w / (w * counts).sum() * counts.sum(), dtype=torch.float32)
+
+
+def soft_ce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    per = -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1)
+    w = (targets * weights).sum(dim=1)
+    return (per * w).sum() / w.sum()
+
+
+def jitter(faces: torch.Tensor, rng: torch.Generator, shift: float = 2.0, degrees: float = 8.0, scale: float = 0.06) -> torch.Tensor:
+    """Small random similarity transforms of a batch (the aligner's residual error on the glasses)."""
+    n = faces.shape[0]
+    a = (torch.rand(n, generator=rng) * 2 - 1) * math.radians(degrees)
+    s = 1 + (torch.rand(n, generator=rng) * 2 - 1) * scale
+    t = (torch.rand(n, 2, generator=rng) * 2 - 1) * shift / 24.0
+    theta = torch.stack(
+        [torch.stack([s * torch.cos(a), -s * torch.sin(a), t[:, 0]], 1), torch.stack([s * torch.sin(a), s * torch.cos(a), t[:, 1]], 1)], 1
+    )
+    grid = nn.functional.affine_grid(theta, list(faces.shape), align_corners=False)
+    return nn.functional.grid_sample(faces, grid, padding_mode="border", align_corners=False)
+
+
+def build_model(data: Prepared) -> FusionNet:
+    train = ~data.val
+    feats = data.features[:, train].reshape(-1, *data.features.shape[2:]).astype(np.float32)
+    landmark_net = LandmarkHogNet(n_landmarks=feats.shape[1], n_features=feats.shape[2])
+    landmark_net.mean.copy_(torch.from_numpy(feats.mean(axis=0)))
+    landmark_net.std.copy_(torch.from_numpy(feats.std(axis=0) + 1e-3))
+    return FusionNet(landmark_net, FaceNet())
+
+
+def batch_views(data: Prepared, idx: np.ndarray, view: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    faces = torch.from_numpy(data.faces[view, idx].astype(np.float32))[:, None]
+    feats = torch.from_numpy(data.features[view, idx].astype(np.float32))
+    return faces, feats
+
+
+@torch.no_grad()
+def evaluate_views(model: FusionNet, data: Prepared, idx: np.ndarray, masked: bool) -> dict[str, float]:
+    """Validation accuracy of fusion / image / landmark heads, with test-time mirror averaging."""
+    model.eval()
+    correct = np.zeros(3)
+    for start in range(0, len(idx), 512):
+        chunk = idx[start : start + 512]
+        base = 2 if masked else 0
+        outs = [torch.stack(model.all_logits(*batch_views(data, chunk, np.full(len(chunk), base + m)))) for m in (0, 1)]
+        pred = ((outs[0] + outs[1]) / 2).argmax(dim=2).numpy()
+        correct += (pred == data.y[chunk]).sum(axis=1)
+    return dict(zip(("fusion", "face", "landmarks"), (correct / len(idx)).round(4).tolist()))
+
+
+def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, seed: int, resume: bool) -> Path:
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    trng = torch.Generator().manual_seed(seed)
+    model = build_model(data)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
+    train_idx, val_idx = np.flatnonzero(~data.val), np.flatnonzero(data.val)
+    steps = epochs * math.ceil(len(train_idx) / batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    weights = class_weights(data.y[train_idx])
+    targets = torch.from_numpy(data.targets)
+    ckpt = out_dir / "checkpoint.pt"
+    first_epoch, history = 0, []
+    if resume and ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"]), opt.load_state_dict(state["opt"]), sched.load_state_dict(state["sched"])
+        first_epoch, history = state["epoch"] + 1, state["history"]
+        rng = np.random.default_rng(seed + first_epoch)
+        _LOGGER.info("resumed at epoch %d", first_epoch)
+    for epoch in range(first_epoch, epochs):
+        model.train()
+        start, total = time.perf_counter(), 0.0
+        order = rng.permutation(train_idx)
+        for b in range(0, len(order), batch):
+            idx = order[b : b + batch]
+            view = rng.integers(0, 4, len(idx))
+            faces, feats = batch_views(data, idx, view)
+            faces = jitter(faces, trng)
+            fused, face_only, lmk_only = model.all_logits(faces, feats)
+            t = targets[idx]
+            loss = soft_ce(fused, t, weights) + 0.5 * (soft_ce(face_only, t, weights) + soft_ce(lmk_only, t, weights))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss) * len(idx)
+        row = {
+            "epoch": epoch,
+            "loss": round(total / len(order), 4),
+            "val_clean": evaluate_views(model, data, val_idx, masked=False),
+            "val_masked": evaluate_views(model, data, val_idx, masked=True),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        history.append(row)
+        _LOGGER.info("%s", json.dumps(row))
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "history": history}, tmp)
+        tmp.replace(ckpt)
+    final = out_dir / "fusion.pt"
+    torch.save({"model": model.state_dict(), "history": history, "n_landmarks": model.landmark_net.mean.shape[0]}, final)
+    return final
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=SHARED_FER / "fer2013_train.npz")
+    parser.add_argument("--cache", type=Path, default=Path("cache"))
+    parser.add_argument("--out", type=Path, default=Path("cache/run"))
+    parser.add_argument("--epochs", type=int, default=24)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=4e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = prepare(args.data, args.cache, seed=args.seed)
+    _LOGGER.info("training on %d faces, validating on %d", int((~data.val).sum()), int(data.val.sum()))
+    train(data, args.out, args.epochs, args.batch, args.lr, args.seed, args.resume)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Faces, alignment and upper-face features on real photos."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.vision import upperface
+from edge.vision.faces import FaceMesh, Roi, roi_from_landmarks
+
+
+def rgb(bgr: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def test_finds_grace_hopper_with_mesh_on_her_face(face_mesh, grace_hopper):
+    faces = face_mesh.process(rgb(grace_hopper))
+    assert len(faces) == 1
+    face = faces[0]
+    assert not face.fallback and face.score > 0.9
+    x, y, w, h = face.box
+    # her face sits in the upper middle of the 512×600 portrait
+    assert 120 < x < 220 and 90 < y < 180 and 150 < w < 260 and 150 < h < 260
+    left, right = face.eye_centres
+    assert left[0] < right[0] and abs(left[1] - right[1]) < 15
+
+
+def test_matches_mediapipe_own_facemesh(face_mesh, grace_hopper):
+    import mediapipe as mp
+
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True) as theirs:
+        ref = theirs.process(rgb(grace_hopper)).multi_face_landmarks[0].landmark
+    h, w = grace_hopper.shape[:2]
+    ref_xy = np.array([[p.x * w, p.y * h] for p in ref])
+    ours = face_mesh.process(rgb(grace_hopper))[0].landmarks[:, :2]
+    assert np.abs(ours - ref_xy).mean() < 2.0
+
+
+def test_several_faces_sorted_left_to_right(grace_hopper):
+    small = cv2.resize(grace_hopper, (256, 300))
+    canvas = np.full((300, 800, 3), 90, np.uint8)
+    canvas[:, 20:276] = small
+    canvas[:, 520:776] = cv2.flip(small, 1)
+    with FaceMesh(threads=1) as mesh:
+        faces = mesh.process(rgb(canvas))
+    assert len(faces) == 2
+    assert faces[0].box[0] < 276 < 520 <= faces[1].box[0] + faces[1].box[2]
+
+
+def test_no_face_in_a_plain_scene_gives_nothing(face_mesh):
+    rng = np.random.default_rng(0)
+    scene = cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 8)
+    assert face_mesh.process(rgb(scene)) == []
+
+
+def test_undetected_face_falls_back_to_whole_image(grace_hopper):
+    crop = cv2.resize(cv2.cvtColor(grace_hopper[140:330, 170:350], cv2.COLOR_BGR2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
+    with FaceMesh(threads=1, min_detection_score=1.01) as mesh:  # a detector that never fires
+        found = mesh.process(cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB))
+        assert len(found) == 1 and found[0].fallback and found[0].score > 0.5
+        assert mesh.process(cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB), allow_fallback=False) == []
+
+
+def test_tracking_reuses_landmarks_and_skips_the_detector(grace_hopper):
+    with FaceMesh(threads=1, redetect_every=100) as mesh:
+        first: dict[str, float] = {}
+        mesh.process(rgb(grace_hopper), track=True, timings=first)
+        shifted = np.roll(grace_hopper, 6, axis=1)
+        second: dict[str, float] = {}
+        faces = mesh.process(rgb(shifted), track=True, timings=second)
+    assert first["detect"] > 0 and second["detect"] == 0.0
+    assert len(faces) == 1 and not faces[0].fallback
+
+
+def test_roi_round_trip_recovers_rotation(face_mesh, grace_hopper):
+    h, w = grace_hopper.shape[:2]
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.0)
+    tilted = cv2.warpAffine(grace_hopper, rot, (w, h))
+    face = face_mesh.process(rgb(tilted))[0]
+    roi = roi_from_landmarks(face.landmarks)
+    assert abs(np.degrees(roi.angle) + 20) < 4  # OpenCV's +20° is counter-clockwise: eye line at −20°
+
+
+def test_alignment_puts_eyes_on_the_canonical_points(face_mesh, grace_hopper):
+    face = face_mesh.process(rgb(grace_hopper))[0]
+    aligned, points = upperface.align(grace_hopper, face.landmarks)
+    assert aligned.shape == (48, 48) and aligned.dtype == np.uint8
+    eyes = upperface.eye_centres(np.concatenate([points, np.zeros((len(points), 1), np.float32)], axis=1))
+    assert np.allclose(eyes, upperface.CANONICAL_EYES, atol=0.05)
+
+
+def test_alignment_undoes_rotation_and_scale(face_mesh, grace_hopper):
+    base = upperface.sample(grace_hopper, face_mesh.process(rgb(grace_hopper))[0].landmarks)
+    h, w = grace_hopper.shape[:2]
+    rot = cv2.getRotationMatrix2D((w / 2, h / 2), 15, 0.7)
+    moved = cv2.warpAffine(grace_hopper, rot, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    other = upperface.sample(moved, face_mesh.process(rgb(moved))[0].landmarks)
+    diff = np.abs(base.face.astype(int) - other.face.astype(int))[: upperface.UPPER_ROWS]
+    assert diff.mean() < 12  # same aligned upper face despite 15° and 0.7× in the frame
+    assert np.abs(base.landmarks - other.landmarks).mean() < 1.0
+
+
+def test_upper_crop_and_feature_shapes(face_mesh, grace_hopper):
+    s = upperface.sample(grace_hopper, face_mesh.process(rgb(grace_hopper))[0].landmarks)
+    assert s.upper.shape == (upperface.UPPER_ROWS, 48)
+    assert s.features.shape == (len(upperface.UPPER_LANDMARKS), 74) and s.features.dtype == np.float32
+    shape_xy = s.features[:, 72:]
+    assert shape_xy.min() == pytest.approx(0.0) and shape_xy.max() == pytest.approx(1.0)
+    assert np.isfinite(s.features).all() and s.features[:, :72].std() > 0.01
+
+
+def test_hog_features_are_stable_and_discriminative(face_mesh, grace_hopper):
+    lm = face_mesh.process(rgb(grace_hopper))[0].landmarks
+    a = upperface.sample(grace_hopper, lm).features
+    b = upperface.sample(grace_hopper, lm).features
+    assert np.array_equal(a, b)
+    noisy = np.clip(grace_hopper.astype(int) + np.random.default_rng(1).normal(0, 3, grace_hopper.shape), 0, 255).astype(np.uint8)
+    c = upperface.sample(noisy, lm).features
+    blank = upperface.landmark_features(np.full((48, 48), 128, np.uint8), upperface.CANONICAL_UPPER)
+    assert np.abs(a - c)[:, :72].mean() < 0.25 * np.abs(a - blank)[:, :72].mean()
+
+
+def test_flip_sample_mirrors_landmarks_pairwise(face_mesh, grace_hopper):
+    s = upperface.sample(grace_hopper, face_mesh.process(rgb(grace_hopper))[0].landmarks)
+    f = upperface.flip_sample(s)
+    assert np.array_equal(f.face, s.face[:, ::-1])
+    twice = upperface.flip_sample(f)
+    assert np.allclose(twice.landmarks, s.landmarks) and np.allclose(twice.features, s.features)
+
+
+def test_crop_matrix_maps_roi_corners(grace_hopper):
+    roi = Roi(cx=100, cy=80, size=40, angle=0.0)
+    m = roi.crop_matrix(192)
+    corners = np.array([[80, 60, 1], [120, 100, 1]], dtype=np.float64) @ m.T
+    assert np.allclose(corners, [[0, 0], [192, 192]], atol=1e-4)
