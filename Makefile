@@ -26,8 +26,10 @@ $(TRAIN_STAMP): $(STAMP) requirements-train.txt
 train-setup: $(TRAIN_STAMP)
 
 # The wearer loop: camera if one is present, else the demo face; WAV file when there is no sound card.
+# One simulated press once ready, so a newcomer hears it work; then the button (or Enter) as usual.
+RUN_ARGS ?= --presses 1
 run: $(STAMP)
-	$(PY) -m edge run $(ARGS)
+	$(PY) -m edge run $(RUN_ARGS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
@@ -35,19 +37,29 @@ test: $(STAMP)
 check-config: $(STAMP)
 	$(PY) -m edge check-config $(ARGS)
 
-# --- model toolchain (see models/MODEL_CARD.md) ---
-masked-testset: $(STAMP)
-	$(PY) -m export mask --data $(SHARED)/data/fer2013/fer2013_publictest.npz --out cache/publictest_masked.npz
+# --- model toolchain (see models/MODEL_CARD.md); needs FER2013 in $(SHARED)/data/fer2013 ---
+FER := $(SHARED)/data/fer2013
+MASKED := cache/publictest_masked.npz
+DARK := cache/publictest_masked_dark6.npz
+
+$(MASKED): $(STAMP)
+	$(PY) -m export mask --data $(FER)/fer2013_publictest.npz --out $@
+
+$(DARK): $(MASKED)
+	$(PY) -m export darken --data $(MASKED) --out $@ --light 0.06
+
+masked-testset: $(MASKED) $(DARK)
 
 train: $(TRAIN_STAMP)
-	$(PY) -m export.train --epochs 16
+	$(PY) -m export.train --epochs 40 --width 24 --out cache/run2
 
-build: $(TRAIN_STAMP)
-	$(PY) -m export build
+build: $(TRAIN_STAMP) $(MASKED) $(DARK)
+	$(PY) -m export build --checkpoint cache/run2/fusion.pt
 
-evaluate: $(STAMP) masked-testset
-	$(PY) -m export evaluate --data $(SHARED)/data/fer2013/fer2013_publictest.npz --json --plot models/confusion_unmasked.png
-	$(PY) -m export evaluate --data cache/publictest_masked.npz --json --plot models/confusion_masked.png
+evaluate: $(STAMP) $(MASKED) $(DARK)
+	$(PY) -m export evaluate --data $(FER)/fer2013_publictest.npz --json
+	$(PY) -m export evaluate --data $(MASKED) --json
+	$(PY) -m export evaluate --data $(DARK) --json --lowlight auto
 
 clean-venv:
 	rm -rf $(VENV)

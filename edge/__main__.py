@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "analyze": ("edge.cli_analyze", "read the expression of every face in images (JSON Lines with --json)"),
     "say": ("edge.cli_say", "speak text with the glasses' voice, cache and audio sink"),
     "run": ("edge.cli_run", "the wearer loop: button → camera → expression → speech"),
+    "bench": ("edge.cli_bench", "per-stage and press-to-first-audio latency, p50/p95/p99 (--json, --plot)"),
     "check-config": ("edge.cli_config", "print the effective configuration as TOML, or the error (exit 2)"),
 }
 

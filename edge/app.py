@@ -29,7 +29,8 @@ from typing import Any
 from edge.config import Config
 from edge.errors import CameraError, EdgeError
 from edge.hw.button import ButtonEvent, Emit
-from edge.hw.light import DayNightSwitch, LuxSource, mean_luma
+from edge.hw.light import DayNightSwitch, LuxSource
+from edge.vision.enhance import brightness
 from edge.speech.phrases import Status, all_phrases, describe
 
 _LOGGER = logging.getLogger(__name__)
@@ -301,7 +302,7 @@ class App:
                 _LOGGER.warning("capture failed: %s", exc)
                 self._part_down("camera")
                 return
-            luma = mean_luma(frame.image)
+            luma = brightness(frame.image)
             night = self._night(luma)
             self._set_state(State.ANALYSING)
             try:

@@ -114,8 +114,8 @@ class VisionConfig:
     """Sidecar JSON of the expression model; a relative path is taken from the package root."""
     backend: str = field(default="tflite", metadata=_choices("tflite", "onnx"))
     """Inference runtime for the model."""
-    threads: int = field(default=2, metadata=_min(1))
-    """CPU threads the runtime may use."""
+    threads: int = field(default=0, metadata=_min(0))
+    """CPU threads for inference; 0 = one fewer than the cores, at most 2 (leaves a core for the loop and audio)."""
     max_faces: int = field(default=4, metadata=_min(1))
     """Most faces read per frame (nearest first)."""
     lowlight: str = field(default="auto", metadata=_choices("auto", "on", "off"))

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.results import FaceResult, FrameResult, Position
 from edge.runtime import default_threads
-from edge.vision.enhance import enhance_classical
+from edge.vision.enhance import day_or_night
 from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
 from edge.vision.faces import Face, FaceMesh
 from edge.vision.upperface import UpperFaceSample, eye_centres, sample, sample_unaligned
@@ -28,8 +28,6 @@ HORIZONTAL_FOV_DEG = 62.0
 """Typical Pi camera / UVC module horizontal field of view; used only for clock direction and distance."""
 INTERPUPIL_M = 0.063
 """Adult mean inter-pupil distance: turns the eye spacing in pixels into a rough distance."""
-DARK_BRIGHTNESS = 50.0
-"""Mean luma (0..255) below which `lowlight=None` (auto, no sensor) takes the night branch."""
 
 
 def position_of(face: Face | None, width: int, height: int) -> Position:
@@ -43,12 +41,6 @@ def position_of(face: Face | None, width: int, height: int) -> Position:
     eye_px = float(np.hypot(*(right - left)))
     distance = INTERPUPIL_M * focal / eye_px if eye_px > 1 else 0.0
     return Position(clock=clock, distance_m=distance, x=cx / max(width, 1))
-
-
-def brightness(frame: np.ndarray) -> float:
-    small = cv2.resize(frame, (64, 48), interpolation=cv2.INTER_AREA)
-    gray = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
-    return float(gray.mean())
 
 
 class Pipeline:
@@ -90,10 +82,7 @@ class Pipeline:
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        level = brightness(frame)
-        night = level < DARK_BRIGHTNESS if lowlight is None else bool(lowlight)
-        if night:
-            frame = enhance_classical(frame)
+        frame, night, level = day_or_night(frame, lowlight)
         bgr = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         timings["enhance"] = (time.perf_counter() - start) * 1e3

@@ -12,6 +12,7 @@ from edge.errors import EdgeError
 COMMANDS = {
     "evaluate": ("export.evaluate", "accuracy of the shipped model through the device pipeline on an npz"),
     "mask": ("export.cli_mask", "write a copy of an npz with every face masked by our generator"),
+    "darken": ("export.darken", "write a dark rendering of an npz (linear-light scaling, shot + read noise, 8-bit)"),
     "build": ("export.build", "export the trained checkpoint to ONNX/TFLite fp32+int8, check parity, write models/"),
 }
 

@@ -22,7 +22,7 @@ import re
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -227,6 +227,7 @@ def quantize_onnx_int8(
     calibration: Iterable[Sample] | None,
     *,
     per_channel: bool = True,
+    float_op_types: Sequence[str] = (),
 ) -> Path:
     """Static int8 (QDQ, int8 weights and activations) so the ONNX route measures what int8 costs.
 
@@ -242,6 +243,9 @@ def quantize_onnx_int8(
     with tempfile.TemporaryDirectory(prefix="quant-") as tmp_dir, _atomic_path(out_path) as tmp_out:
         prepped = Path(tmp_dir) / "prepped.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
+        keep_float = [n.name for n in onnx.load(str(prepped)).graph.node if n.op_type in set(float_op_types)]
+        if keep_float:
+            _LOGGER.info("onnx int8: keeping %d %s node(s) in float", len(keep_float), "/".join(float_op_types))
         quantize_static(
             str(prepped),
             str(tmp_out),
@@ -252,6 +256,7 @@ def quantize_onnx_int8(
             per_channel=per_channel,
             calibrate_method=CalibrationMethod.MinMax,
             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True},
+            nodes_to_exclude=keep_float,
         )
         onnx.checker.check_model(str(tmp_out))
     _LOGGER.info("calibrated on %d sample(s)", len(samples))
@@ -375,14 +380,16 @@ def _describe_tflite(
     }
 
 
-def _convert_checked(make_converter: Callable[[], Any], calibration: list[Sample] | None, path: Path) -> list[str]:
+def _convert_checked(
+    make_converter: Callable[[], Any], calibration: list[Sample] | None, path: Path, float_ops: Sequence[str] = ()
+) -> list[str]:
     """Convert, then load with the device runtime; keep ops it lacks in an int8 form in float and retry.
 
     Returns the op names that had to stay float (empty for fp32 or when nothing was missing).
     """
     import tensorflow as tf
 
-    denylisted: list[str] = []
+    denylisted: list[str] = list(float_ops) if calibration is not None else []
     for _ in range(_MAX_DENYLIST_ROUNDS):
         converter = make_converter()
         if denylisted:
@@ -435,6 +442,7 @@ def to_tflite(
     calibration: Iterable[Sample] | None,
     *,
     keep_onnx_layout: bool = True,
+    float_ops: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Write a TFLite fp32 file and a full-int8 file (int8 weights+activations, float32 interface).
 
@@ -493,17 +501,17 @@ def to_tflite(
                                            ("int8", int8_path, int8_converter, batch1)):
             started = time.perf_counter()
             with _atomic_path(out_path) as part:
-                kept_float = _convert_checked(make, calib, part)
+                kept_float = _convert_checked(make, calib, part, float_ops)
                 info = _describe_tflite(part, onnx_inputs, output_names, keep_onnx_layout)
-                float_ops = _float_compute_ops(part) if key == "int8" else []
-            if float_ops:
+                computed_float = _float_compute_ops(part) if key == "int8" else []
+            if computed_float:
                 _LOGGER.warning("int8 TFLite still computes %s in float (%s kept for the device runtime)",
-                                float_ops, kept_float or "none")
+                                computed_float, kept_float or "none")
             info["path"] = str(out_path)
             info["weights"] = "float32" if key == "fp32" else "int8"
             info["activations"] = "float32" if key == "fp32" else "int8"
             info["interface"] = "float32"
-            info["float_ops"] = float_ops
+            info["float_ops"] = computed_float
             infos[key] = info
             _log_step(f"tflite {key}", out_path, started)
     return infos

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.vision.enhance import day_or_night
 from edge.vision.faces import MIN_PRESENCE
 from edge.vision.upperface import flip_sample, sample_or_whole
 from export.landmarks import cached_landmarks
@@ -23,6 +24,8 @@ from export.masks import mask_batch
 _LOGGER = logging.getLogger(__name__)
 
 SHARED_FER = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
+PREPARED_VERSION = 2
+"""Bump when prepare() changes what it stores (2: the auto low-light stage runs before alignment)."""
 FERPLUS_TO_FER = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6}
 
 
@@ -49,6 +52,7 @@ def views(images: np.ndarray, landmarks: list[np.ndarray | None]) -> tuple[np.nd
     """(faces [N,48,48], features [N,L,74], mirrored faces, mirrored features) through upperface."""
     faces, feats, ffaces, ffeats = [], [], [], []
     for image, lm in zip(images, landmarks):
+        image, _, _ = day_or_night(image, lowlight=None)  # the pipeline's first stage, as on the glasses
         s = sample_or_whole(image, lm)
         f = flip_sample(s)
         faces.append(s.face), feats.append(s.features), ffaces.append(f.face), ffeats.append(f.features)
@@ -77,7 +81,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def prepare(train_npz: Path, cache_dir: Path, seed: int = 0) -> Prepared:
-    out = cache_dir / f"prepared.{train_npz.stat().st_size}.{seed}.npz"
+    out = cache_dir / f"prepared.{PREPARED_VERSION}.{train_npz.stat().st_size}.{seed}.npz"
     if out.is_file():
         d = np.load(out)
         return Prepared(d["faces"], d["features"], d["y"], d["targets"], d["val"])

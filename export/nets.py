@@ -18,7 +18,12 @@ N_CLASSES = 7
 
 
 class Mish(nn.Module):
-    """x · tanh(softplus(x)), written out so every exporter sees plain ops."""
+    """x · tanh(softplus(x)), written out so every exporter sees plain ops.
+
+    Its exp/log chain does not survive int8 (eˣ spans orders of magnitude, so one int8 scale
+    flattens the small values): export/build.py keeps these elementwise ops in float in both int8
+    files (export/build.FLOAT_OPS) and quantises the convolutions and matrix products around them.
+    """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * torch.tanh(nn.functional.softplus(x))

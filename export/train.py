@@ -52,13 +52,13 @@ def jitter(faces: torch.Tensor, rng: torch.Generator, shift: float = 2.0, degree
     return nn.functional.grid_sample(faces, grid, padding_mode="border", align_corners=False)
 
 
-def build_model(data: Prepared) -> FusionNet:
+def build_model(data: Prepared, width: int = 16) -> FusionNet:
     train = ~data.val
     feats = data.features[:, train].reshape(-1, *data.features.shape[2:]).astype(np.float32)
     landmark_net = LandmarkHogNet(n_landmarks=feats.shape[1], n_features=feats.shape[2])
     landmark_net.mean.copy_(torch.from_numpy(feats.mean(axis=0)))
     landmark_net.std.copy_(torch.from_numpy(feats.std(axis=0) + 1e-3))
-    return FusionNet(landmark_net, FaceNet())
+    return FusionNet(landmark_net, FaceNet(width=width))
 
 
 def batch_views(data: Prepared, idx: np.ndarray, view: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,11 +81,11 @@ def evaluate_views(model: FusionNet, data: Prepared, idx: np.ndarray, masked: bo
     return dict(zip(("fusion", "face", "landmarks"), (correct / len(idx)).round(4).tolist()))
 
 
-def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, seed: int, resume: bool) -> Path:
+def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, seed: int, resume: bool, width: int = 16) -> Path:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     trng = torch.Generator().manual_seed(seed)
-    model = build_model(data)
+    model = build_model(data, width)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=5e-4)
     train_idx, val_idx = np.flatnonzero(~data.val), np.flatnonzero(data.val)
     steps = epochs * math.ceil(len(train_idx) / batch)
@@ -116,7 +116,7 @@ def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, see
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
         row = {
             "epoch": epoch,
             "loss": round(total / len(order), 4),
@@ -130,7 +130,7 @@ def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, see
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "history": history}, tmp)
         tmp.replace(ckpt)
     final = out_dir / "fusion.pt"
-    torch.save({"model": model.state_dict(), "history": history, "n_landmarks": model.landmark_net.mean.shape[0]}, final)
+    torch.save({"model": model.state_dict(), "history": history, "width": width, "epochs": epochs}, final)
     return final
 
 
@@ -146,12 +146,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--width", type=int, default=16, help="image-branch channels of the first stage (×2, ×4, ×8 after)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     data = prepare(args.data, args.cache, seed=args.seed)
     _LOGGER.info("training on %d faces, validating on %d", int((~data.val).sum()), int(data.val.sum()))
-    train(data, args.out, args.epochs, args.batch, args.lr, args.seed, args.resume)
+    train(data, args.out, args.epochs, args.batch, args.lr, args.seed, args.resume, args.width)
 
 
 if __name__ == "__main__":

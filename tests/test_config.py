@@ -31,7 +31,7 @@ def test_defaults_without_file_or_env():
     assert config == Config()
     assert config.camera.source == "auto"
     assert config.button.pin == "GPIO17"
-    assert config.vision.threads == 2 and config.vision.max_faces == 4
+    assert config.vision.threads == 0 and config.vision.max_faces == 4
     assert config.vision.model_path == REPO / "models" / "expression.json"
 
 
@@ -66,8 +66,8 @@ def test_bad_choice_lists_valid_choices(tmp_path):
 def test_range_checked(tmp_path):
     with pytest.raises(ConfigError, match=r"speech\.rate: 3\.0 is above the maximum 2\.0"):
         load_config(write(tmp_path, "[speech]\nrate = 3.0\n"), env={})
-    with pytest.raises(ConfigError, match=r"vision\.threads: 0 is below the minimum 1"):
-        load_config(write(tmp_path, "[vision]\nthreads = 0\n"), env={})
+    with pytest.raises(ConfigError, match=r"vision\.threads: -1 is below the minimum 0"):
+        load_config(write(tmp_path, "[vision]\nthreads = -1\n"), env={})
 
 
 def test_int_accepted_for_float_field(tmp_path):

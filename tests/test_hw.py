@@ -22,9 +22,9 @@ from edge.hw.light import (
     FrameBrightness,
     ldr_value_to_lux,
     luma_to_lux,
-    mean_luma,
     open_light,
 )
+from edge.vision.enhance import brightness as mean_luma
 
 WAIT = 10.0  # generous: these are waits on events, not timing assertions
 

@@ -13,8 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import cv2
-import numpy as np
 
 from edge.config import LightConfig
 from edge.errors import HardwareError
@@ -25,12 +23,6 @@ FRAME_FULL_SCALE_LUX = 1000.0
 """Lux taken to give a white frame at a fixed exposure; auto-exposure makes any such figure rough."""
 LDR_GAMMA = 0.7
 """Typical LDR slope: resistance ∝ lux^-gamma, and the charge time is proportional to resistance."""
-
-
-def mean_luma(image: np.ndarray) -> float:
-    """Mean luma 0..255 of a BGR (or grey) frame."""
-    gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return float(cv2.mean(gray)[0])
 
 
 def luma_to_lux(luma: float) -> float:

@@ -51,7 +51,7 @@ class TFLiteBackend:
 
     name = "tflite"
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    def __init__(self, path: Path, threads: int = 2, tensor_names: Sequence[str] | None = None) -> None:
         interpreter_class = _tflite_interpreter_class()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
@@ -59,6 +59,14 @@ class TFLiteBackend:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: not a loadable TFLite model ({exc}); re-export it or restore it from git") from exc
         self._inputs = self._interpreter.get_input_details()
+        if tensor_names:
+            # Converters may reorder inputs (onnx2tf puts the landmarks first in the int8 file):
+            # the sidecar names the tensor for each model input, and we feed by that.
+            by_name = {d["name"]: d for d in self._inputs}
+            missing = [n for n in tensor_names if n not in by_name]
+            if missing:
+                raise ModelError(f"{path}: has no input tensor {missing[0]!r} (has {', '.join(by_name)}); the sidecar is from another export")
+            self._inputs = [by_name[n] for n in tensor_names]
         self._outputs = self._interpreter.get_output_details()
         self.input_names = tuple(d["name"] for d in self._inputs)
         self.input_shapes = tuple(tuple(int(s) for s in d["shape"]) for d in self._inputs)
@@ -101,7 +109,7 @@ class OnnxBackend:
 
     name = "onnx"
 
-    def __init__(self, path: Path, threads: int = 2, providers: Sequence[str] | None = None) -> None:
+    def __init__(self, path: Path, threads: int = 2, tensor_names: Sequence[str] | None = None, providers: Sequence[str] | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -116,10 +124,13 @@ class OnnxBackend:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise ModelError(f"{path}: not a loadable ONNX model ({exc}); re-export it or restore it from git") from exc
-        self.input_names = tuple(i.name for i in self._session.get_inputs())
-        self.input_shapes = tuple(
-            tuple(d if isinstance(d, int) else 1 for d in i.shape) for i in self._session.get_inputs()
-        )
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        order = list(tensor_names) if tensor_names else list(inputs)
+        missing = [n for n in order if n not in inputs]
+        if missing:
+            raise ModelError(f"{path}: has no input {missing[0]!r} (has {', '.join(inputs)}); the sidecar is from another export")
+        self.input_names = tuple(order)
+        self.input_shapes = tuple(tuple(d if isinstance(d, int) else 1 for d in inputs[n].shape) for n in order)
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         feed = {name: np.ascontiguousarray(a, dtype=np.float32) for name, a in zip(self.input_names, inputs)}
@@ -132,7 +143,7 @@ class OnnxBackend:
 BACKENDS: dict[str, Callable[..., Backend]] = {"tflite": TFLiteBackend, "onnx": OnnxBackend}
 
 
-def open_model(path: Path | str, backend: str, threads: int = 2) -> Backend:
+def open_model(path: Path | str, backend: str, threads: int = 2, tensor_names: Sequence[str] | None = None) -> Backend:
     """Load a model file with the named backend, once; log the time it took."""
     path = Path(path)
     if backend not in BACKENDS:
@@ -140,11 +151,16 @@ def open_model(path: Path | str, backend: str, threads: int = 2) -> Backend:
     if not path.is_file():
         raise ModelError(f"model file {path} is missing: run `make setup` or restore models/ from git")
     start = time.perf_counter()
-    model = BACKENDS[backend](path, threads=threads)
+    model = BACKENDS[backend](path, threads=threads, tensor_names=tensor_names)
     _LOGGER.debug("loaded %s with %s in %.1f ms", path.name, backend, (time.perf_counter() - start) * 1e3)
     return model
 
 
 def default_threads() -> int:
-    """Two threads, or fewer on a single-core board (Zero-class)."""
-    return max(1, min(2, os.cpu_count() or 1))
+    """One fewer than the cores, at most 2: a Pi 4/5 gets 2, a 2-core board 1.
+
+    Measured here: with 2 inference threads on a 2-core machine, the detector stalled for hundreds
+    of milliseconds whenever anything else ran (audio, the grabber thread), pushing press-to-speech
+    p95 over 100 ms; with 1 thread it stayed at a few ms.
+    """
+    return max(1, min(2, (os.cpu_count() or 1) - 1))

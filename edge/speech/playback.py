@@ -17,7 +17,6 @@ import os
 import queue
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -28,6 +27,7 @@ from types import TracebackType
 
 import numpy as np
 
+from edge.files import write_atomic
 from edge.errors import AudioError, ConfigError
 from edge.speech.tts import AudioClip
 
@@ -372,14 +372,9 @@ class WavSink(Sink):
         clip = AudioClip(np.concatenate(self._buffer) if self._buffer else np.zeros(0, np.int16), self._rate)
         self._buffer = []
         target = self._target()
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "wb") as f:
-                os.fchmod(f.fileno(), 0o644)
-                f.write(clip.to_wav_bytes())
-            os.replace(tmp, target)
+            write_atomic(target, clip.to_wav_bytes())
         except OSError as exc:
-            Path(tmp).unlink(missing_ok=True)
             raise AudioError(f"cannot write {target}: {exc}") from exc
         self.written.append(target)
         _LOGGER.debug("wrote %s (%.2f s)", target, clip.duration_s)

@@ -16,11 +16,9 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import wave
@@ -33,6 +31,7 @@ from types import TracebackType
 
 import numpy as np
 
+from edge.files import write_atomic
 from edge.errors import AudioError, ConfigError, ModelError
 
 _LOGGER = logging.getLogger(__name__)
@@ -356,15 +355,7 @@ class PhraseCache:
         if path is None:
             return
         try:
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    os.fchmod(f.fileno(), 0o644)
-                    f.write(clip.to_wav_bytes())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(path, clip.to_wav_bytes())
         except OSError as exc:
             _LOGGER.warning("speech cache cannot write %s: %s (continuing from memory)", path, exc)
 

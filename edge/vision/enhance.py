@@ -16,6 +16,26 @@ _LOGGER = logging.getLogger(__name__)
 _CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
 _warned = False
 
+DARK_BRIGHTNESS = 50.0
+"""Mean luma (0..255) below which `lowlight=None` (auto, no sensor) takes the night branch."""
+
+
+def brightness(frame: np.ndarray) -> float:
+    """Mean luma of a frame, 0..255, from a 64×48 thumbnail (cheap enough for every frame)."""
+    small = cv2.resize(frame, (64, 48), interpolation=cv2.INTER_AREA)
+    gray = small if small.ndim == 2 else cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    return float(gray.mean())
+
+
+def day_or_night(frame: np.ndarray, lowlight: bool | None) -> tuple[np.ndarray, bool, float]:
+    """(frame to analyse, night?, brightness): the pipeline's first stage, also applied to training faces.
+
+    lowlight True/False forces the branch (the light sensor's decision); None decides from brightness.
+    """
+    level = brightness(frame)
+    night = level < DARK_BRIGHTNESS if lowlight is None else bool(lowlight)
+    return (enhance_classical(frame) if night else frame), night, level
+
 
 def _gamma_lut(mean_luma: float) -> np.ndarray:
     """A gamma that maps the frame's mean luma to about mid-grey (bounded so noise is not amplified wildly)."""

@@ -90,8 +90,9 @@ class ExpressionModel:
             raise ModelError(f"{self.sidecar}: labels {self.spec['labels']} are not the FER2013 order {list(LABELS)}")
         self.variant = f"{backend}-{precision}"
         self.path = verified_file(self.sidecar, self.spec, self.variant)
-        self._model: Backend = open_model(self.path, backend, threads)
         self._inputs = [i["name"] for i in self.spec["inputs"]]
+        tensors = self.spec["files"][self.variant].get("tensors", {})
+        self._model: Backend = open_model(self.path, backend, threads, tensor_names=[tensors.get(n, n) for n in self._inputs])
         self.temperature = float(self.spec["temperature"])
         self.unsure_threshold = float(self.spec["unsure_threshold"])
         self.flip = bool(self.spec.get("test_time_flip", False))

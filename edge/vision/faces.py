@@ -9,6 +9,7 @@ region of interest for the next, and the detector runs only when tracking is los
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
@@ -35,12 +36,12 @@ RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
 
 def bundled_model_path(name: str) -> Path:
     """Path of a face model shipped inside the mediapipe wheel (no download, ever)."""
-    try:
-        import mediapipe  # noqa: F401  (only to find its folder; nothing of it runs here)
-    except ImportError as exc:
-        raise ModelError("mediapipe is not installed: run `make setup` (it carries the face models)") from exc
+    # Find the package folder without importing it: importing mediapipe costs seconds and memory.
+    spec = importlib.util.find_spec("mediapipe")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("mediapipe is not installed: run `make setup` (it carries the face models)")
     folder = "face_detection" if "detection" in name else "face_landmark"
-    path = Path(mediapipe.__file__).parent / "modules" / folder / name
+    path = Path(list(spec.submodule_search_locations)[0]) / "modules" / folder / name
     if not path.is_file():
         raise ModelError(f"{path} is missing from the mediapipe wheel: reinstall mediapipe==0.10.18 (`make setup`)")
     return path

@@ -1,0 +1,66 @@
+"""`export evaluate` contract and the metrics behind it (device environment: no torch needed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.results import LABELS
+from export.metrics import report
+
+from .conftest import MODEL_SIDECAR, ROOT
+
+
+def test_report_on_known_predictions():
+    y_true = np.array([3, 3, 3, 3, 6, 6, 0, 0])
+    y_pred = np.array([3, 3, 3, 6, 6, 3, 0, 6])
+    r = report(y_true, y_pred)
+    assert r["n"] == 8 and r["accuracy"] == pytest.approx(5 / 8)
+    happy = r["per_class"]["happy"]
+    assert happy["precision"] == pytest.approx(3 / 4) and happy["recall"] == pytest.approx(3 / 4)
+    assert happy["specificity"] == pytest.approx(3 / 4)  # 4 non-happy faces, one called happy
+    neutral = r["per_class"]["neutral"]
+    assert neutral["precision"] == pytest.approx(1 / 3, abs=1e-3) and neutral["recall"] == pytest.approx(1 / 2)
+    assert r["per_class"]["angry"]["specificity"] == pytest.approx(1.0)
+    assert r["confusion"][3][6] == 1 and r["confusion"][0][6] == 1 and sum(map(sum, r["confusion"])) == 8
+    f1s = [m["f1"] for m in r["per_class"].values()]
+    assert r["macro_f1"] == pytest.approx(np.mean(f1s), abs=1e-3)
+
+
+def _evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "export", "evaluate", *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+@pytest.mark.skipif(not MODEL_SIDECAR.is_file(), reason="models/expression.json not built yet")
+def test_evaluate_prints_the_contract_and_a_picture(tmp_path: Path, grace_hopper):
+    gray = cv2.cvtColor(grace_hopper, cv2.COLOR_BGR2GRAY)
+    crops = [cv2.resize(gray[140 + d : 330 + d, 170 + d : 350 + d], (48, 48), interpolation=cv2.INTER_AREA) for d in range(0, 24, 4)]
+    x = np.stack(crops + [c[:, ::-1] for c in crops]).astype(np.uint8)
+    y = np.array([6, 3, 6, 3, 6, 3] * 2)
+    data = tmp_path / "faces.npz"
+    np.savez(data, x=x, y=y)
+    plot = tmp_path / "cm.png"
+    proc = _evaluate("--data", str(data), "--json", "--plot", str(plot))
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["n"] == 12 and 0.0 <= out["accuracy"] <= 1.0 and 0.0 <= out["macro_f1"] <= 1.0
+    assert list(out["per_class"]) == list(LABELS)
+    assert all(set(m) == {"precision", "recall", "specificity", "f1"} for m in out["per_class"].values())
+    cm = np.array(out["confusion"])
+    assert cm.shape == (7, 7) and cm.sum() == 12 and cm[[0, 1, 2, 4, 5]].sum() == 0
+    assert out["accuracy"] == pytest.approx(np.trace(cm) / 12, abs=1e-4)
+    assert out["model"].endswith(".int8.tflite")
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluate_rejects_a_bad_file_with_the_reason(tmp_path: Path):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((2, 48, 48), np.uint8))
+    proc = _evaluate("--data", str(bad), "--json")
+    assert proc.returncode == 2 and "needs arrays 'x'" in proc.stderr and proc.stdout == ""

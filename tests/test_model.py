@@ -1,0 +1,166 @@
+"""The shipped expression model: sidecar checks, backend parity, and `analyze` end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.errors import ModelError
+from edge.results import LABELS
+from edge.vision import upperface
+from edge.vision.expression import ExpressionModel
+
+from .conftest import MODEL_SIDECAR, ROOT
+
+pytestmark = pytest.mark.skipif(not MODEL_SIDECAR.is_file(), reason="models/expression.json not built yet")
+
+
+@pytest.fixture()
+def model_copy(tmp_path: Path) -> Path:
+    for path in MODEL_SIDECAR.parent.iterdir():
+        if path.suffix in (".json", ".onnx", ".tflite"):
+            shutil.copy(path, tmp_path / path.name)
+    return tmp_path / "expression.json"
+
+
+@pytest.fixture(scope="module")
+def samples(grace_hopper) -> list[upperface.UpperFaceSample]:
+    """The demo face under 40 fixed jitters (shift, rotation, scale, brightness), plus its lower half masked."""
+    from edge.vision.faces import FaceMesh
+
+    rng = np.random.default_rng(0)
+    out = []
+    h, w = grace_hopper.shape[:2]
+    with FaceMesh(threads=1) as mesh:
+        for i in range(40):
+            m = cv2.getRotationMatrix2D((w / 2 + rng.uniform(-20, 20), h / 2), rng.uniform(-15, 15), rng.uniform(0.6, 1.1))
+            img = cv2.warpAffine(grace_hopper, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+            img = cv2.convertScaleAbs(img, alpha=rng.uniform(0.6, 1.3), beta=rng.uniform(-30, 30))
+            faces = mesh.process(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            if faces:
+                s = upperface.sample(img, faces[0].landmarks)
+                out.append(s)
+                masked = s.face.copy()
+                masked[30:] = rng.integers(60, 200)
+                out.append(upperface.UpperFaceSample(face=masked, features=s.features, landmarks=s.landmarks))
+    assert len(out) >= 60
+    return out
+
+
+def test_sidecar_describes_every_file_with_its_hash():
+    spec = json.loads(MODEL_SIDECAR.read_text())
+    assert spec["labels"] == list(LABELS)
+    assert spec["preprocessing"] == upperface.PREPROCESSING_VERSION
+    manifest = json.loads((MODEL_SIDECAR.parent / "manifest.json").read_text())["models"]
+    for variant in ("onnx-int8", "onnx-fp32", "tflite-int8", "tflite-fp32"):
+        entry = spec["files"][variant]
+        path = MODEL_SIDECAR.parent / entry["file"]
+        assert path.stat().st_size < 5_000_000
+        assert manifest[entry["file"]]["sha256"] == entry["sha256"]
+    assert 0.5 < spec["temperature"] < 4 and 0 < spec["unsure_threshold"] < 1
+
+
+def test_refuses_a_file_whose_hash_does_not_match(model_copy: Path):
+    spec = json.loads(model_copy.read_text())
+    target = model_copy.parent / spec["files"]["tflite-int8"]["file"]
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match its sidecar"):
+        ExpressionModel(model_copy, backend="tflite")
+
+
+def test_refuses_other_preprocessing_version(model_copy: Path):
+    spec = json.loads(model_copy.read_text())
+    spec["preprocessing"] = "upperface-0"
+    model_copy.write_text(json.dumps(spec))
+    with pytest.raises(ModelError, match="preprocessing"):
+        ExpressionModel(model_copy, backend="onnx")
+
+
+def test_missing_sidecar_and_missing_file_name_the_fix(model_copy: Path, tmp_path: Path):
+    with pytest.raises(ModelError, match="missing"):
+        ExpressionModel(tmp_path / "nope.json")
+    spec = json.loads(model_copy.read_text())
+    (model_copy.parent / spec["files"]["onnx-int8"]["file"]).unlink()
+    with pytest.raises(ModelError, match="missing"):
+        ExpressionModel(model_copy, backend="onnx")
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_onnx_and_tflite_agree_on_the_shipped_model(samples, precision):
+    onnx_model = ExpressionModel(MODEL_SIDECAR, backend="onnx", precision=precision)
+    tflite_model = ExpressionModel(MODEL_SIDECAR, backend="tflite", precision=precision)
+    a = onnx_model.probabilities(onnx_model.logits(samples))
+    b = tflite_model.probabilities(tflite_model.logits(samples))
+    agreement = (a.argmax(1) == b.argmax(1)).mean()
+    if precision == "fp32":
+        assert agreement == 1.0 and np.abs(a - b).max() < 1e-3
+    else:
+        assert agreement >= 0.95 and np.abs(a - b).max() < 0.15
+
+
+def test_predictions_are_calibrated_probabilities(samples):
+    model = ExpressionModel(MODEL_SIDECAR)
+    out = model.predict(samples[:6])
+    for e in out:
+        assert set(e.scores) == set(LABELS)
+        assert sum(e.scores.values()) == pytest.approx(1.0, abs=1e-4)
+        assert e.label == max(e.scores, key=e.scores.get)
+        assert e.unsure == (e.confidence < model.unsure_threshold)
+
+
+def _analyze(*paths: Path | str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "analyze", "--json", *map(str, paths)], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+
+
+def test_analyze_reads_the_demo_photo_and_survives_bad_inputs(tmp_path: Path, grace_hopper):
+    photo = tmp_path / "grace.jpg"
+    cv2.imwrite(str(photo), grace_hopper)
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    text = tmp_path / "notes.png"
+    text.write_text("hello")
+    scene = tmp_path / "wall.png"
+    rng = np.random.default_rng(3)
+    cv2.imwrite(str(scene), cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 8))
+    tiny = tmp_path / "tiny.png"
+    faces_box = (170, 140, 180, 190)
+    x, y, w, h = faces_box
+    cv2.imwrite(str(tiny), cv2.resize(cv2.cvtColor(grace_hopper[y : y + h, x : x + w], cv2.COLOR_BGR2GRAY), (48, 48)))
+
+    proc = _analyze(corrupt, photo, text, scene, tiny)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 2 and "corrupt.jpg" in errors[0] and "notes.png" in errors[1]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [Path(r["path"]).name for r in rows] == ["grace.jpg", "wall.png", "tiny.png"]
+    grace, wall, small = rows
+    assert len(grace["faces"]) == 1
+    face = grace["faces"][0]
+    assert face["label"] in LABELS and not face["fallback"]
+    assert set(face) >= {"box", "label", "confidence", "unsure", "scores", "position", "fallback"}
+    assert set(grace["timings_ms"]) >= {"detect", "landmarks", "align", "features", "classify"}
+    assert grace["lowlight"] is False
+    assert wall["faces"] == []
+    assert len(small["faces"]) == 1 and small["faces"][0]["label"] in LABELS
+
+
+def test_analyze_walks_folders(tmp_path: Path, grace_hopper):
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "sub" / "a.png"), grace_hopper)
+    cv2.imwrite(str(tmp_path / "b.jpg"), cv2.flip(grace_hopper, 1))
+    (tmp_path / "readme.txt").write_text("not an image")
+    proc = _analyze(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    names = [Path(json.loads(line)["path"]).name for line in proc.stdout.splitlines()]
+    assert names == ["b.jpg", "a.png"]
