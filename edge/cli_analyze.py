@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from edge.runtime import DEFAULT_BACKEND
 from edge.errors import ImageError
 
 _LOGGER = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout (JSON Lines)")
     parser.add_argument("--lowlight", choices=("auto", "on", "off"), default="auto", help="night branch: decide from brightness, always, never")
     parser.add_argument("--model", type=Path, default=None, help="expression model sidecar JSON (default: models/expression.json)")
-    parser.add_argument("--backend", choices=("tflite", "onnx"), default="tflite")
+    parser.add_argument("--backend", choices=("tflite", "onnx"), default=DEFAULT_BACKEND, help="expression-model runtime (default %(default)s)")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-faces", type=int, default=4)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge.results import FaceResult, FrameResult, Position
-from edge.runtime import default_threads
+from edge.runtime import DEFAULT_BACKEND, default_threads
 from edge.vision.enhance import day_or_night
 from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
 from edge.vision.faces import Face, FaceMesh
@@ -49,7 +49,7 @@ class Pipeline:
     def __init__(
         self,
         model: Path | str = DEFAULT_SIDECAR,
-        backend: str = "tflite",
+        backend: str = DEFAULT_BACKEND,
         threads: int | None = None,
         max_faces: int = 4,
         precision: str = "int8",

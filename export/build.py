@@ -106,6 +106,7 @@ def main(args: argparse.Namespace) -> int:
     from export.train import build_model
     from edge.pipeline import Pipeline
     from edge.results import LABELS
+    from edge.runtime import DEFAULT_BACKEND
 
     torch.set_num_threads(2)
     data = prepare(args.train, args.cache)
@@ -229,7 +230,7 @@ def main(args: argparse.Namespace) -> int:
 
         evals = {}
         for label, x in (("unmasked", test_x), ("masked", masked_x)):
-            with Pipeline(model=side_path, backend="tflite", precision="int8") as pipeline:
+            with Pipeline(model=side_path, backend=DEFAULT_BACKEND, precision="int8") as pipeline:
                 preds, extra = predict(pipeline, x, lowlight=None)
             evals[label] = {**report(test_y, preds), **extra}
             _LOGGER.info("%s int8 %s PublicTest accuracy %.4f", name, label, evals[label]["accuracy"])
@@ -258,6 +259,7 @@ def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argpa
     from export.evaluate import predict
     from export.metrics import plot_confusion, report
     from edge.pipeline import Pipeline
+    from edge.runtime import DEFAULT_BACKEND
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
@@ -278,7 +280,7 @@ def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argpa
 
     fp32 = {}
     for label, x in (("unmasked", test_x), ("masked", masked_x)):
-        with Pipeline(model=sidecar, backend="tflite", precision="fp32") as pipeline:
+        with Pipeline(model=sidecar, backend=DEFAULT_BACKEND, precision="fp32") as pipeline:
             preds, _ = predict(pipeline, x, lowlight=None)
         fp32[label] = report(test_y, preds)
     dark: dict[str, Any] = {}
@@ -287,7 +289,7 @@ def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argpa
 
         dark_x, dark_y = load_npz(args.dark_masked_test)
         for mode, flag in (("auto", None), ("off", False)):
-            with Pipeline(model=sidecar, backend="tflite", precision="int8") as pipeline:
+            with Pipeline(model=sidecar, backend=DEFAULT_BACKEND, precision="int8") as pipeline:
                 preds, _ = predict(pipeline, dark_x, flag)
             dark[mode] = report(dark_y, preds)
             _LOGGER.info("dark masked PublicTest, lowlight %s: accuracy %.4f", mode, dark[mode]["accuracy"])

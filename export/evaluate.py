@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.runtime import DEFAULT_BACKEND
 from edge.errors import EdgeError
 
 _LOGGER = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lowlight", choices=tuple(LOWLIGHT), default="auto")
     parser.add_argument("--plot", type=Path, default=None, help="write the confusion matrix as a PNG")
     parser.add_argument("--model", type=Path, default=None, help="sidecar JSON (default: models/expression.json)")
-    parser.add_argument("--backend", choices=("tflite", "onnx"), default="tflite")
+    parser.add_argument("--backend", choices=("tflite", "onnx"), default=DEFAULT_BACKEND, help="expression-model runtime (default %(default)s)")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--threads", type=int, default=None)

@@ -55,7 +55,7 @@ def test_evaluate_prints_the_contract_and_a_picture(tmp_path: Path, grace_hopper
     cm = np.array(out["confusion"])
     assert cm.shape == (7, 7) and cm.sum() == 12 and cm[[0, 1, 2, 4, 5]].sum() == 0
     assert out["accuracy"] == pytest.approx(np.trace(cm) / 12, abs=1e-4)
-    assert out["model"].endswith(".int8.tflite")
+    assert out["model"] == "expression.int8.onnx"  # the shipped int8 file of the default backend
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.errors import ModelError
 from edge.results import LABELS
-from edge.runtime import Backend, open_model
+from edge.runtime import DEFAULT_BACKEND, Backend, open_model
 from edge.vision.upperface import PREPROCESSING_VERSION, UpperFaceSample, flip_sample
 
 _LOGGER = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def verified_file(sidecar: Path, spec: dict[str, Any], variant: str) -> Path:
 class ExpressionModel:
     """One loaded expression model, run through the configured backend."""
 
-    def __init__(self, sidecar: Path | str = DEFAULT_SIDECAR, backend: str = "tflite", threads: int = 2, precision: str = "int8") -> None:
+    def __init__(self, sidecar: Path | str = DEFAULT_SIDECAR, backend: str = DEFAULT_BACKEND, threads: int = 2, precision: str = "int8") -> None:
         self.sidecar = Path(sidecar)
         self.spec = load_sidecar(self.sidecar)
         if self.spec["preprocessing"] != PREPROCESSING_VERSION:

@@ -111,16 +111,28 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 
 
 def align(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(aligned uint8 48×48 gray face, all landmarks [N, 2] in that frame)."""
+    """(aligned uint8 48×48 gray face, all landmarks [N, 2] in that frame).
+
+    Only the part of the frame that lands in the 48×48 square is converted and filtered, so the cost
+    does not grow with the camera resolution or the number of faces.
+    """
     matrix = align_matrix(landmarks)
-    gray = to_gray(image)
     scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
-    if scale < 0.5:
+    sigma = 0.3 / scale if scale < 0.5 else 0.0
+    inverse = cv2.invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [SIZE, 0], [0, SIZE], [SIZE, SIZE]], dtype=np.float64) @ inverse[:, :2].T + inverse[:, 2]
+    pad = int(np.ceil(3 * sigma)) + 2
+    h, w = image.shape[:2]
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - pad, 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + pad, [x0 + 1, y0 + 1], [w, h])
+    gray = to_gray(image[y0:y1, x0:x1])
+    if sigma:
         # Shrinking a large camera face: blur first so the 48×48 face looks like FER2013's
         # (which were downsampled), not like an aliased point sample.
-        sigma = 0.5 / scale
-        gray = cv2.GaussianBlur(gray, (0, 0), sigmaX=sigma * 0.6)
-    face = cv2.warpAffine(gray, matrix, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        gray = cv2.GaussianBlur(gray, (0, 0), sigmaX=sigma)
+    local = matrix.copy()
+    local[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    face = cv2.warpAffine(gray, local, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     points = landmarks[:, :2] @ matrix[:, :2].T + matrix[:, 2]
     return face, points.astype(np.float32)
 
