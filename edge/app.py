@@ -41,6 +41,11 @@ _IDLE_POLL_S = 0.25
 
 _FIRST_OPEN_TIMEOUT_S = 10.0
 
+STATUS_GRACE_S = 2.0
+"""A part must stay down this long before the wearer hears "… lost": a video file that rewinds or a
+USB camera that re-enumerates in a second is a blip, and "camera lost, camera back" every few
+seconds would be noise. "… back" is said only after a "… lost" was."""
+
 
 class State(enum.Enum):
     STARTING = "starting"
@@ -175,9 +180,13 @@ class Supervisor:
 class App:
     """The wearer loop. `run()` blocks until `stop()` (or the simulated presses are done)."""
 
-    def __init__(self, config: Config, parts: Parts, *, backoff: tuple[float, float] = (0.5, 30.0)) -> None:
+    def __init__(
+        self, config: Config, parts: Parts, *, backoff: tuple[float, float] = (0.5, 30.0), status_grace_s: float = STATUS_GRACE_S
+    ) -> None:
         self.config, self.parts = config, parts
         self._backoff = backoff
+        self._status_grace_s = status_grace_s
+        self._down: dict[str, float] = {}
         self._queue: queue.Queue[Event] = queue.Queue()
         self._stop_requested = threading.Event()
         self._state = State.STARTING
@@ -246,6 +255,7 @@ class App:
             self._set_state(State.STOPPED)
 
     def _step(self) -> None:
+        self._announce_outages()
         now = time.monotonic()
         if self._continuous and now >= self._next_tick:
             self._next_tick = now + self.config.app.continuous_interval_s
@@ -292,8 +302,9 @@ class App:
             self._play(self.parts.earcon)
         self._set_state(State.CAPTURING)
         try:
-            if "camera" in self._announced_down:
+            if "camera" in self._down:
                 if not continuous:  # the wearer asked: answer, but do not repeat on every tick
+                    self._announced_down.add("camera")
                     self._say(Status.CAMERA_LOST.value)
                 return
             try:
@@ -338,11 +349,17 @@ class App:
     # ---- status
 
     def _part_down(self, name: str) -> None:
-        if name not in self._announced_down:
-            self._announced_down.add(name)
-            self._say(f"{name} lost")
+        self._down.setdefault(name, time.monotonic())
+
+    def _announce_outages(self) -> None:
+        now = time.monotonic()
+        for name, since in self._down.items():
+            if name not in self._announced_down and now - since >= self._status_grace_s:
+                self._announced_down.add(name)
+                self._say(f"{name} lost")
 
     def _part_up(self, name: str) -> None:
+        self._down.pop(name, None)
         if name in self._announced_down:
             self._announced_down.discard(name)
             self._say(f"{name} back")

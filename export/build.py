@@ -2,7 +2,7 @@
 
 For each candidate — (a) landmark+HOG, (b) image, (c) fusion — this exports all four formats,
 checks them against PyTorch on 500 PublicTest faces (fails loudly), fits the temperature and the
-"unsure" threshold on our validation split, then evaluates the int8 TFLite file through the device
+"unsure" threshold on our validation split, then evaluates the int8 file through the device
 pipeline on PublicTest, masked and unmasked. The best by masked accuracy is copied to models/ with
 its sidecar, the manifest and the model card.
 """
@@ -296,7 +296,7 @@ def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argpa
     for label in ("unmasked", "masked"):
         plot_confusion(
             results[best]["int8"][label]["confusion"], out / f"confusion_{label}.png",
-            f"FER2013 PublicTest {label}: shipped int8 TFLite, accuracy {results[best]['int8'][label]['accuracy']:.1%}",
+            f"FER2013 PublicTest {label}: shipped int8 ({DEFAULT_BACKEND}), accuracy {results[best]['int8'][label]['accuracy']:.1%}",
         )
     manifest = {
         "models": {

@@ -15,6 +15,7 @@ def _pct(x: float) -> str:
 def write_card(
     path: Path, best: str, results: dict[str, Any], failed: dict[str, str], fp32: dict[str, Any], dark: dict[str, Any], history: list, spec: dict[str, Any]
 ) -> None:
+    from edge.runtime import DEFAULT_BACKEND
     from export.build import TITLES
 
     shipped = results[best]
@@ -25,7 +26,9 @@ def write_card(
         "measured by that command. Re-check any of them with `python -m export evaluate` (see bottom).",
         "",
         "## What it is",
-        f"- Shipped candidate: **{TITLES[best]}**, chosen by masked PublicTest accuracy of the int8 TFLite file.",
+        f"- Shipped candidate: **{TITLES[best]}**, chosen by masked PublicTest accuracy of its int8 file.",
+        f"- Accuracy below is of the int8 file the glasses run by default (`{DEFAULT_BACKEND}` backend); the other",
+        "  runtime's int8 file passed the same parity check (table at the end).",
         "- Input: the face aligned by `edge/vision/upperface.py` (eye centres → FER2013 48×48 geometry) and/or",
         "  the 47 upper-face landmarks (eyes, brows, forehead, nose bridge) × (72 OpenCV-HOG values + normalised x, y).",
         "- Output: 7 logits in FER2013 order (angry, disgust, fear, happy, sad, surprise, neutral); the device",
@@ -36,7 +39,7 @@ def write_card(
         "  each face seen as clean or with one of our synthetic masks (export/masks.py) with probability ½,",
         "  mirrored with probability ½, small random shift/rotation/scale; √-inverse-frequency class weights.",
         "",
-        "## Accuracy on FER2013 PublicTest (3,589 faces), shipped int8 TFLite through the device pipeline",
+        f"## Accuracy on FER2013 PublicTest (3,589 faces), shipped int8 ({DEFAULT_BACKEND}) through the device pipeline",
         "",
         "| test set | int8 accuracy | int8 macro-F1 | fp32 accuracy | int8 − fp32 |",
         "|---|---|---|---|---|",
@@ -60,7 +63,7 @@ def write_card(
         "## The three candidates (same split, same run, same steps)",
         "",
         "Trained together in one run with one loss per head (deep supervision), so the comparison is like",
-        "for like. Accuracy of each candidate's own int8 TFLite file through the device pipeline:",
+        f"for like. Accuracy of each candidate's own int8 file ({DEFAULT_BACKEND}) through the device pipeline:",
         "",
         "| candidate | unmasked | masked | temperature | unsure below | answered (masked val) |",
         "|---|---|---|---|---|---|",

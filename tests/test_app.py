@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def make_app(
         open_button=open_button,
         earcon=EARCON,
     )
-    return App(config, parts, backoff=(0.01, 0.05)), sink, camera
+    return App(config, parts, backoff=(0.01, 0.05), status_grace_s=0.3), sink, camera
 
 
 @contextlib.contextmanager
@@ -290,6 +291,28 @@ def test_camera_lost_and_back_are_said_exactly_once(tmp_path):
     assert sink.played.count("camera back") == 1
     assert sink.played.index("camera lost") < sink.played.index("camera back")
     assert flaky.failed_opens >= 3
+
+
+def test_a_short_blip_is_not_announced(tmp_path):
+    """A video file that ends and reopens at once (a rewind, a USB re-enumeration): nothing is said."""
+    cfg = config(**{"camera.loop": False})
+    clip = write_video(tmp_path / "clip.avi", 10)
+    opens = []
+
+    def factory():
+        opens.append(time.monotonic())
+        return VideoFileReader(clip, loop=False)
+
+    app, sink, _ = make_app(cfg, FakePipeline(HAPPY), reader_factory=factory)
+    app._status_grace_s = 30.0
+    with running(app):
+        deadline = time.monotonic() + WAIT
+        while len(opens) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        app.press()
+        assert sink.wait_said("looks happy")
+    assert len(opens) >= 3  # it really went down and came back several times
+    assert "camera lost" not in sink.played and "camera back" not in sink.played
 
 
 def test_a_camera_that_keeps_failing_is_announced_once():

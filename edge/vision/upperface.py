@@ -118,20 +118,24 @@ def align(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndar
     """
     matrix = align_matrix(landmarks)
     scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
-    sigma = 0.3 / scale if scale < 0.5 else 0.0
     inverse = cv2.invertAffineTransform(matrix)
     corners = np.array([[0, 0], [SIZE, 0], [0, SIZE], [SIZE, SIZE]], dtype=np.float64) @ inverse[:, :2].T + inverse[:, 2]
-    pad = int(np.ceil(3 * sigma)) + 2
     h, w = image.shape[:2]
-    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - pad, 0, [w - 1, h - 1])
-    x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + pad, [x0 + 1, y0 + 1], [w, h])
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - 2, 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 2, [x0 + 1, y0 + 1], [w, h])
     gray = to_gray(image[y0:y1, x0:x1])
-    if sigma:
-        # Shrinking a large camera face: blur first so the 48×48 face looks like FER2013's
-        # (which were downsampled), not like an aliased point sample.
-        gray = cv2.GaussianBlur(gray, (0, 0), sigmaX=sigma)
     local = matrix.copy()
     local[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
+    if scale < 0.5:
+        # Shrinking a large camera face: area-average it to twice the final size first, so the
+        # 48×48 face looks like FER2013's (which were downsampled), not an aliased point sample.
+        ch, cw = gray.shape
+        nw, nh = max(1, round(cw * 2 * scale)), max(1, round(ch * 2 * scale))
+        gray = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA)
+        sx, sy = nw / cw, nh / ch
+        # pixel centres: p_crop = (p_small + 0.5) / s - 0.5
+        to_crop = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5]])
+        local = local[:, :2] @ to_crop + np.hstack([np.zeros((2, 2)), local[:, 2:]])
     face = cv2.warpAffine(gray, local, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     points = landmarks[:, :2] @ matrix[:, :2].T + matrix[:, 2]
     return face, points.astype(np.float32)
