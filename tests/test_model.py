@@ -94,17 +94,28 @@ def test_missing_sidecar_and_missing_file_name_the_fix(model_copy: Path, tmp_pat
         ExpressionModel(model_copy, backend="onnx")
 
 
-@pytest.mark.parametrize("precision", ["int8", "fp32"])
-def test_onnx_and_tflite_agree_on_the_shipped_model(samples, precision):
-    onnx_model = ExpressionModel(MODEL_SIDECAR, backend="onnx", precision=precision)
-    tflite_model = ExpressionModel(MODEL_SIDECAR, backend="tflite", precision=precision)
-    a = onnx_model.probabilities(onnx_model.logits(samples))
-    b = tflite_model.probabilities(tflite_model.logits(samples))
-    agreement = (a.argmax(1) == b.argmax(1)).mean()
-    if precision == "fp32":
-        assert agreement == 1.0 and np.abs(a - b).max() < 1e-3
-    else:
-        assert agreement >= 0.95 and np.abs(a - b).max() < 0.15
+def test_onnx_and_tflite_agree_on_the_shipped_model(samples):
+    """fp32: the two runtimes give the same scores. int8: the two files are quantised separately, so each
+    is held to the fp32 reference: scores within 0.08, and the same top-1 wherever fp32 is decisive
+    (top-1 margin > 0.16, so a flip could only come from a real defect, not rounding)."""
+    scores = {}
+    for backend in ("onnx", "tflite"):
+        for precision in ("fp32", "int8"):
+            model = ExpressionModel(MODEL_SIDECAR, backend=backend, precision=precision)
+            scores[backend, precision] = model.probabilities(model.logits(samples))
+    ref = scores["onnx", "fp32"]
+    assert np.abs(scores["tflite", "fp32"] - ref).max() < 1e-3
+    assert (scores["tflite", "fp32"].argmax(1) == ref.argmax(1)).all()
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > 0.16
+    assert decisive.sum() >= len(ref) // 2
+    for backend in ("onnx", "tflite"):
+        q = scores[backend, "int8"]
+        assert np.abs(q - ref).max() < 0.08, backend
+        assert (q.argmax(1) == ref.argmax(1))[decisive].all(), backend
+        assert (q.argmax(1) == ref.argmax(1)).mean() >= 0.9, backend
+    both = (scores["onnx", "int8"].argmax(1) == scores["tflite", "int8"].argmax(1)).mean()
+    assert both >= 0.9
 
 
 def test_predictions_are_calibrated_probabilities(samples):
