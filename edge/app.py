@@ -326,11 +326,14 @@ class App:
             too_dark = not result.faces and luma < self.config.light.too_dark_luma
             text = describe(result, self.config.speech.verbosity, too_dark=too_dark)
             _LOGGER.info("frame %d (%s, luma %.0f): %s", frame.index, "night" if night else "day", luma, text)
-            if continuous and text == self._continuous_text:
-                return
-            self._continuous_text = text
-            self.last_phrase = text
-            self._say(text, sentence=True)
+            take_notice = getattr(self.parts.pipeline, "take_notice", None)  # offload: "offload unavailable" once
+            notice = take_notice() if take_notice is not None else None
+            if not (continuous and text == self._continuous_text):
+                self._continuous_text = text
+                self.last_phrase = text
+                self._say(text, sentence=True)
+            if notice:
+                self._say(notice)
         finally:
             self._set_state(self._idle_state())
 
@@ -458,6 +461,10 @@ def open_parts(config: Config) -> Iterator[Parts]:
     endpoint = resolve_sink_endpoint(speech.sink, config.app.state_path)
     with contextlib.ExitStack() as stack:
         pipeline = stack.enter_context(Pipeline.from_config(config.vision))
+        if config.offload.enabled:
+            from edge.offload.client import OffloadingPipeline
+
+            pipeline = stack.enter_context(OffloadingPipeline.from_config(pipeline, config.offload))
         voice = stack.enter_context(load_voice(speech.voice or None, speech.espeak_voice))
         cache = PhraseCache(voice, rate=speech.rate, volume=speech.volume, cache_dir=speech.cache_path)
         sink = stack.enter_context(open_sink(endpoint))

@@ -184,6 +184,64 @@ class AppConfig:
 
 
 @dataclass(frozen=True)
+class OffloadConfig:
+    """Optional offload of face crops to an AI server (`python -m edge serve`); off by default."""
+
+    enabled: bool = False
+    """Send the cropped faces to the server; the on-device model answers whenever it is late or down."""
+    url: str = ""
+    """Server base URL, e.g. "https://192.168.1.20:8443" (http:// only with allow_http)."""
+    token: str = ""
+    """This device's bearer token (`python -m edge token add NAME` on the server); prefer token_file."""
+    token_file: str = ""
+    """File holding the bearer token (mode 600), read at start; used when token is empty."""
+    deadline_ms: int = field(default=300, metadata=_min(20, 5000))
+    """Longest a press waits for the server, counted from the frame; then the on-device answer is used."""
+    ca_file: str = ""
+    """PEM certificate (or CA) the server's certificate must chain to; empty = the system CAs."""
+    pin_sha256: str = ""
+    """SHA-256 of the server certificate (DER, hex; colons allowed): only that certificate is accepted."""
+    cooldown_s: float = field(default=30.0, metadata=_min(0.1))
+    """After a failure the server is left alone this many seconds (circuit breaker), then tried again."""
+    allow_http: bool = False
+    """Allow a plaintext http:// URL (lab use only: the token and the faces travel unencrypted)."""
+
+    def __post_init__(self) -> None:
+        scheme = self.url.partition("://")[0].lower() if "://" in self.url else ""
+        if self.url and scheme not in ("https", "http"):
+            raise ConfigError(f"offload.url {self.url!r}: expected https://HOST:PORT")
+        if scheme == "http" and not self.allow_http:
+            raise ConfigError(
+                f"offload.url {self.url!r} is plaintext http: use https://, or set offload.allow_http = true (lab only)"
+            )
+        pin = self.pin_sha256.replace(":", "")
+        if pin and (len(pin) != 64 or any(c not in "0123456789abcdefABCDEF" for c in pin)):
+            raise ConfigError("offload.pin_sha256: expected 64 hex digits (openssl x509 -noout -fingerprint -sha256)")
+        if pin and self.ca_file:
+            raise ConfigError("offload.pin_sha256 and offload.ca_file are both set: set one (the pin is the stricter)")
+        if self.enabled and not self.url:
+            raise ConfigError("offload.enabled = true needs offload.url (https://HOST:PORT of `python -m edge serve`)")
+        if self.enabled and not (self.token or self.token_file):
+            raise ConfigError("offload.enabled = true needs offload.token or offload.token_file")
+
+    @property
+    def pin(self) -> bytes | None:
+        """The pinned certificate digest as bytes, or None."""
+        return bytes.fromhex(self.pin_sha256.replace(":", "")) if self.pin_sha256 else None
+
+    @property
+    def bearer(self) -> str:
+        """The token, from `token` or read from `token_file`."""
+        if self.token:
+            return self.token
+        path = Path(self.token_file).expanduser()
+        try:
+            return path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"offload.token_file {path}: cannot read ({exc.strerror})") from None
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration, one section per part."""
 
@@ -193,6 +251,7 @@ class Config:
     vision: VisionConfig = field(default_factory=VisionConfig)
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     app: AppConfig = field(default_factory=AppConfig)
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]

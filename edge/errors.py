@@ -29,3 +29,7 @@ class CameraError(HardwareError):
 
 class AudioError(HardwareError):
     """Audio playback or synthesis failed."""
+
+
+class OffloadError(EdgeError):
+    """The AI server could not answer in time (down, slow, bad certificate, token refused)."""

@@ -1,0 +1,254 @@
+"""The glasses' side of offload: the on-device pipeline first, the AI server as a better opinion.
+
+`OffloadingPipeline.analyze` runs the local pipeline (which finds the faces and already has an
+answer), crops each detected face with a margin, JPEG-encodes the crops (smaller and more private
+than the frame; an image with no detected face is never sent) and posts them to `edge serve` in
+parallel. Whatever has not arrived by the deadline — counted from the start of the call — is
+dropped and the local answer is returned at once. Any failure (timeout, refused connection, bad
+certificate or pin, rejected token, 429/5xx) opens a circuit breaker: for `cooldown_s` no request
+is tried at all, then one is. The wearer is told once, "offload unavailable", and once more,
+"offload back", when a request succeeds again (`take_notice`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge.errors import OffloadError
+from edge.results import LABELS, FaceResult, FrameResult
+from edge.speech.phrases import Status
+
+_LOGGER = logging.getLogger(__name__)
+
+CROP_MARGIN = 0.25
+"""Added on each side of the detected box, as a fraction of its size: the server's detector needs
+some forehead, chin and background to find the face again."""
+CROP_MAX_SIDE = 256
+"""Crops are scaled down to this: more pixels do not help a 48-pixel expression model."""
+JPEG_QUALITY = 90
+
+
+def crop_jpeg(frame: np.ndarray, box: Sequence[int], margin: float = CROP_MARGIN, max_side: int = CROP_MAX_SIDE) -> bytes:
+    """The face box plus margin, clipped to the frame, scaled to ≤ max_side, as JPEG bytes."""
+    x, y, w, h = (int(v) for v in box)
+    height, width = frame.shape[:2]
+    dx, dy = int(w * margin), int(h * margin)
+    x0, y0 = max(0, x - dx), max(0, y - dy)
+    x1, y1 = min(width, x + w + dx), min(height, y + h + dy)
+    crop = frame[y0:y1, x0:x1]
+    if crop.size == 0:
+        raise ValueError(f"face box {list(box)} lies outside the {width}×{height} frame")
+    scale = max_side / max(crop.shape[:2])
+    if scale < 1.0:
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    ok, encoded = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise ValueError("JPEG encoding of the face crop failed")
+    return encoded.tobytes()
+
+
+class CircuitBreaker:
+    """Closed: requests go. A failure opens it for `cooldown_s`; then one trial request may go."""
+
+    def __init__(self, cooldown_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cooldown_s, self._clock = cooldown_s, clock
+        self._opened_at: float | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened_at is not None
+
+    def allow(self) -> bool:
+        return self._opened_at is None or self._clock() - self._opened_at >= self.cooldown_s
+
+    def success(self) -> None:
+        self._opened_at = None
+
+    def failure(self) -> None:
+        self._opened_at = self._clock()
+
+
+class OffloadClient:
+    """POSTs JPEG crops to `edge serve` with aiohttp on a private event-loop thread (connections kept alive)."""
+
+    def __init__(self, url: str, token: str, ssl: Any, max_parallel: int = 4) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self.url = url.rstrip("/") + "/v1/analyze"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="offload-client", daemon=True)
+        self._thread.start()
+
+        async def open_session() -> Any:
+            connector = aiohttp.TCPConnector(ssl=ssl, limit=max_parallel)
+            return aiohttp.ClientSession(connector=connector, headers={"Authorization": f"Bearer {token}"})
+
+        self._session = asyncio.run_coroutine_threadsafe(open_session(), self._loop).result()
+        self._closed = False
+
+    def analyze(self, crops: Sequence[bytes], lowlight: bool, timeout_s: float) -> list[dict[str, Any]]:
+        """The server's `analyze` JSON for each crop, all within `timeout_s`, or OffloadError."""
+        future = asyncio.run_coroutine_threadsafe(self._analyze_all(crops, lowlight, timeout_s), self._loop)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise OffloadError(f"no answer within {timeout_s * 1e3:.0f} ms") from None
+
+    async def _analyze_all(self, crops: Sequence[bytes], lowlight: bool, timeout_s: float) -> list[dict[str, Any]]:
+        return list(await asyncio.gather(*(self._post(crop, lowlight, timeout_s) for crop in crops)))
+
+    async def _post(self, body: bytes, lowlight: bool, timeout_s: float) -> dict[str, Any]:
+        aiohttp = self._aiohttp
+        try:
+            async with self._session.post(
+                self.url,
+                data=body,
+                params={"lowlight": "on" if lowlight else "off"},
+                headers={"Content-Type": "image/jpeg"},
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                allow_redirects=False,
+            ) as response:
+                if response.status != 200:
+                    text = (await response.text())[:200]
+                    raise OffloadError(f"server answered {response.status}: {text}")
+                return await response.json()
+        except aiohttp.ServerFingerprintMismatch:
+            raise OffloadError("server certificate does not match offload.pin_sha256") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise OffloadError(f"server certificate not trusted ({exc.certificate_error})") from None
+        except (aiohttp.ClientError, ValueError) as exc:
+            raise OffloadError(f"{type(exc).__name__}: {exc}") from None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._session.close(), self._loop).result(2.0)
+        except Exception:  # noqa: BLE001 — closing must not fail the shutdown
+            _LOGGER.debug("offload session close failed", exc_info=True)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=2.0)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+class OffloadingPipeline:
+    """`analyze(frame, lowlight=…)` like the local Pipeline; the server's reading replaces the local one
+    only when it arrives in time. Closes the client, not the local pipeline (its owner does)."""
+
+    def __init__(
+        self,
+        local: Any,
+        client: OffloadClient,
+        *,
+        deadline_s: float = 0.3,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.local, self.client, self.deadline_s = local, client, deadline_s
+        self.breaker = breaker or CircuitBreaker(30.0)
+        self._available = True
+        self._notice: str | None = None
+        self.offloaded = 0
+        """Frames answered by the server (for logs and tests)."""
+
+    @classmethod
+    def from_config(cls, local: Any, offload: Any) -> "OffloadingPipeline":
+        """From an OffloadConfig (url, bearer, deadline_ms, ca_file / pin, cooldown_s)."""
+        from edge.offload.tls import client_ssl
+
+        client = OffloadClient(offload.url, offload.bearer, client_ssl(offload.ca_file, offload.pin))
+        _LOGGER.info("offload to %s (deadline %d ms, cool-down %.0f s)", offload.url, offload.deadline_ms, offload.cooldown_s)
+        return cls(local, client, deadline_s=offload.deadline_ms / 1e3, breaker=CircuitBreaker(offload.cooldown_s))
+
+    def analyze(self, frame: np.ndarray, lowlight: bool | None = False, **kwargs: Any) -> FrameResult:
+        start = time.perf_counter()
+        local: FrameResult = self.local.analyze(frame, lowlight=lowlight, **kwargs)
+        detected = [i for i, face in enumerate(local.faces) if not face.fallback]
+        if not detected or not self.breaker.allow():
+            return local
+        remaining = self.deadline_s - (time.perf_counter() - start)
+        if remaining <= 0.005:
+            return local
+        sent = time.perf_counter()
+        try:
+            crops = [crop_jpeg(frame, local.faces[i].box) for i in detected]
+            answers = self.client.analyze(crops, local.lowlight, remaining - (time.perf_counter() - sent))
+            faces = list(local.faces)
+            for i, answer in zip(detected, answers):
+                remote = _nearest(answer)
+                if remote is not None:
+                    faces[i] = _merge(faces[i], remote)
+        except (OffloadError, ValueError) as exc:
+            self._failed(exc)
+            return local
+        except (KeyError, TypeError, IndexError) as exc:
+            self._failed(OffloadError(f"malformed answer from the server ({type(exc).__name__}: {exc})"))
+            return local
+        self._succeeded()
+        timings = dict(local.timings_ms, offload=(time.perf_counter() - sent) * 1e3)
+        return dataclasses.replace(local, faces=tuple(faces), timings_ms=timings)
+
+    def take_notice(self) -> str | None:
+        """"offload unavailable" / "offload back" once per change; None otherwise."""
+        notice, self._notice = self._notice, None
+        return notice
+
+    def _failed(self, exc: Exception) -> None:
+        was_open = self.breaker.is_open
+        self.breaker.failure()
+        if was_open:
+            _LOGGER.debug("offload still unavailable: %s", exc)
+        else:
+            _LOGGER.warning("offload failed (%s); on-device answers for %.0f s", exc, self.breaker.cooldown_s)
+        if self._available:
+            self._available = False
+            self._notice = Status.OFFLOAD_UNAVAILABLE.value
+
+    def _succeeded(self) -> None:
+        self.breaker.success()
+        self.offloaded += 1
+        if not self._available:
+            self._available = True
+            _LOGGER.info("offload back")
+            # Unavailable and back before the wearer was told: nothing to say.
+            self._notice = None if self._notice == Status.OFFLOAD_UNAVAILABLE.value else Status.OFFLOAD_BACK.value
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> "OffloadingPipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _nearest(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """The largest detected face in the server's answer for one crop (the crop's own face)."""
+    faces = [f for f in answer.get("faces", []) if not f.get("fallback")]
+    return max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
+
+
+def _merge(local: FaceResult, remote: dict[str, Any]) -> FaceResult:
+    """The server's reading of the face; where it is (box, position) stays the local one, in frame pixels."""
+    if remote["label"] not in LABELS:
+        raise ValueError(f"server answered an unknown label {remote['label']!r}")
+    return dataclasses.replace(
+        local,
+        label=str(remote["label"]),
+        confidence=float(remote["confidence"]),
+        unsure=bool(remote["unsure"]),
+        scores={str(k): float(v) for k, v in remote["scores"].items()},
+    )
