@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -53,11 +53,12 @@ class Pipeline:
         threads: int | None = None,
         max_faces: int = 4,
         precision: str = "int8",
+        providers: Sequence[str] | None = None,
     ) -> None:
         threads = threads or default_threads()
         self.mesh = FaceMesh(threads=threads, max_faces=max_faces)
         try:
-            self.expression = ExpressionModel(model, backend=backend, threads=threads, precision=precision)
+            self.expression = ExpressionModel(model, backend=backend, threads=threads, precision=precision, providers=providers)
         except Exception:
             self.mesh.close()
             raise

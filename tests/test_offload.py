@@ -1,14 +1,18 @@
 """Offload: the real `python -m edge serve` on 127.0.0.1 (subprocess, self-signed TLS) and the client.
 
-Nothing here asserts on timing except the issue's one explicit bar: with the server killed or hung,
-the client's answer arrives within its deadline + 20 ms, from the on-device model.
+Nothing here asserts on timing except the issue's one explicit bar: with the server hung or killed
+mid-request, the client's answer arrives within its deadline + 20 ms, from the on-device model. The
+hung case is measured five times and the median is held to the bar, so one scheduler stall on a
+loaded 2-core machine does not fail it, while a client that overstays its deadline always does.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
+import statistics
 import shutil
 import signal
 import socket
@@ -27,9 +31,11 @@ import pytest
 
 import edge.__main__ as entry
 from edge.config import OffloadConfig, load_config
-from edge.errors import ConfigError, OffloadError
+from edge.errors import ConfigError, ModelError, OffloadError
 from edge.offload.client import CircuitBreaker, OffloadClient, OffloadingPipeline, crop_jpeg
 from edge.offload.limits import RateLimiter
+from edge.offload.server import Analyzer
+from edge.results import FaceResult, FrameResult, Position
 from edge.offload.tls import client_ssl, fingerprint
 from edge.offload.tokens import TokenStore
 from tests.test_app import HAPPY, FakePipeline, config, make_app, running
@@ -102,7 +108,9 @@ class Server:
                 self.kill()
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None, token: str | None = None, context: ssl.SSLContext | None = None) -> tuple[int, dict]:
+def request(
+    port: int, method: str, path: str, body=None, token: str | None = None, context: ssl.SSLContext | None = None, chunked: bool = False
+) -> tuple[int, dict]:
     if context is None:
         conn: http.client.HTTPConnection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     else:
@@ -110,8 +118,10 @@ def request(port: int, method: str, path: str, body: bytes | None = None, token:
     headers = {"Content-Type": "image/jpeg"}
     if token is not None:
         headers["Authorization"] = f"Bearer {token}"
+    if chunked:
+        headers["Transfer-Encoding"] = "chunked"
     try:
-        conn.request(method, path, body=body, headers=headers)
+        conn.request(method, path, body=body, headers=headers, encode_chunked=chunked)
         response = conn.getresponse()
         return response.status, json.loads(response.read() or b"{}")
     finally:
@@ -151,7 +161,7 @@ def certs(tmp_path_factory) -> tuple[Path, Path]:
 def tokens(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     path = tmp_path_factory.mktemp("tokens") / "offload_tokens"
     store = TokenStore(path)
-    return path, {name: store.add(name) for name in ("main", "client", "ratelimited")}
+    return path, {name: store.add(name) for name in ("main", "client", "ratelimited", "speech")}
 
 
 @pytest.fixture(scope="module")
@@ -247,24 +257,33 @@ def test_no_token_or_wrong_token_is_401(server, tls, tokens, grace_hopper):
     assert request(server.port, "POST", "/v1/analyze", body, None, tls)[0] == 401
     assert request(server.port, "POST", "/v1/analyze", body, tokens[1]["main"] + "x", tls)[0] == 401
     assert request(server.port, "POST", "/v1/analyze", body, "", tls)[0] == 401
-    assert request(server.port, "GET", "/healthz", None, None, tls) == (200, {"status": "ok", "queue": 0})
+    assert request(server.port, "GET", "/healthz", None, None, tls) == (200, {"status": "ok", "queue": 0, "workers": 1, "speech": True})
 
 
 def test_plaintext_is_refused_unless_explicitly_allowed(server, tokens, tmp_path):
     with pytest.raises((http.client.HTTPException, OSError)):
         request(server.port, "GET", "/healthz", None, None, context=None)
     assert entry.main(["serve", "--port", "0", "--tokens", str(tokens[0])]) == 2  # no --cert/--key, no --insecure-http
-    plain = Server("--port", "0", "--insecure-http", "--tokens", str(tokens[0]))
+    plain = Server("--port", "0", "--insecure-http", "--no-speech", "--tokens", str(tokens[0]))
     try:
         port = plain.wait_ready()
         assert request(port, "GET", "/healthz", None, None, context=None)[0] == 200
         assert any("PLAINTEXT" in line for line in plain.lines)
+        status, answer = request(port, "POST", "/v1/analyze?speech=1", b"x", tokens[1]["main"], context=None)
+        assert status == 400 and "--no-speech" in answer["error"]
     finally:
         plain.stop()
 
 
 def test_body_over_2_mb_is_413(server, tls, tokens):
     status, answer = request(server.port, "POST", "/v1/analyze", os.urandom(3 * 1024 * 1024), tokens[1]["main"], tls)
+    assert status == 413 and "limit" in answer["error"]
+
+
+def test_chunked_body_over_2_mb_is_413(server, tls, tokens):
+    """No Content-Length to refuse up front: the limit holds while the body is read."""
+    chunks = (os.urandom(256 * 1024) for _ in range(12))
+    status, answer = request(server.port, "POST", "/v1/analyze", chunks, tokens[1]["main"], tls, chunked=True)
     assert status == 413 and "limit" in answer["error"]
 
 
@@ -293,6 +312,92 @@ def test_valid_face_is_200_with_the_local_models_label(server, tls, tokens, grac
     assert answer["faces"][0]["label"] == local["faces"][0]["label"]
     assert answer["faces"][0]["box"] == local["faces"][0]["box"]
     assert set(answer["faces"][0]) == set(local["faces"][0])
+
+
+def test_speech_is_the_wearers_phrase_with_its_audio_from_the_project_voice(server, tls, tokens, grace_hopper):
+    from edge.speech.phrases import describe
+    from edge.speech.tts import AudioClip, PhraseCache, load_voice
+
+    for verbosity in ("terse", "verbose"):
+        status, answer = request(server.port, "POST", f"/v1/analyze?speech=1&verbosity={verbosity}", jpeg(grace_hopper), tokens[1]["speech"], tls)
+        assert status == 200, answer
+        faces = tuple(
+            FaceResult(tuple(f["box"]), f["label"], f["confidence"], f["unsure"], f["scores"], Position(**f["position"]), f["fallback"])
+            for f in answer["faces"]
+        )  # fmt: skip
+        text = describe(FrameResult(faces=faces, lowlight=answer["lowlight"]), verbosity)
+        speech = answer["speech"]
+        assert speech["text"] == text and speech["format"] == "audio/wav"
+        clip = AudioClip.from_wav_bytes(base64.b64decode(speech["wav_base64"]))
+        assert clip.sample_rate == speech["sample_rate"] and clip.duration_s == pytest.approx(speech["duration_s"], abs=1e-3)
+        with load_voice(None) as voice:  # the server's voice: espeak-ng, default rate, phrases composed the same way
+            expected = PhraseCache(voice).compose(text)
+        assert np.array_equal(clip.samples, expected.samples)
+        assert np.abs(clip.samples.astype(np.int32)).max() > 1000  # not silence
+    status, answer = request(server.port, "POST", "/v1/analyze", jpeg(grace_hopper), tokens[1]["speech"], tls)
+    assert status == 200 and "speech" not in answer  # only when asked for
+    for query in ("speech=maybe", "speech=1&verbosity=chatty", "lowlight=dusk"):
+        status, answer = request(server.port, "POST", f"/v1/analyze?{query}", jpeg(grace_hopper), tokens[1]["speech"], tls)
+        assert status == 400 and query.rsplit("&", 1)[-1].split("=")[0] in answer["error"]
+
+
+def test_server_logs_its_execution_provider_and_refuses_a_missing_gpu(server, certs, tokens, capsys):
+    import onnxruntime
+
+    assert any("expression model onnx-fp32 on CPUExecutionProvider" in line for line in server.lines)
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        pytest.skip("this machine has a CUDA onnxruntime")
+    cert, key = certs
+    assert entry.main(["serve", "--device", "cuda", "--cert", str(cert), "--key", str(key), "--tokens", str(tokens[0])]) == 2
+    assert "onnxruntime-gpu" in capsys.readouterr().err
+
+
+def test_onnx_providers_use_cuda_only_when_this_onnxruntime_has_it(monkeypatch):
+    import onnxruntime
+
+    from edge.runtime import OnnxBackend, onnx_providers
+    from edge.vision.expression import MODELS_DIR
+
+    assert onnx_providers("cpu") == ["CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_providers("auto") == onnx_providers("cuda") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["AzureExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_providers("auto") == ["CPUExecutionProvider"]
+    with pytest.raises(ModelError, match="install onnxruntime-gpu"):
+        onnx_providers("cuda")
+    with pytest.raises(ModelError, match="choose one of"):
+        onnx_providers("tpu")
+    monkeypatch.undo()
+    model = OnnxBackend(MODELS_DIR / "expression.fp32.onnx", threads=1, providers=onnx_providers("auto"))
+    assert model.providers[-1] == "CPUExecutionProvider"
+
+
+def test_workers_each_own_a_pipeline_and_run_at_once():
+    """Two workers must analyse two requests concurrently, each on its own pipeline (they are not thread-safe)."""
+    barrier = threading.Barrier(2, timeout=10)
+    users: dict[int, set[int]] = {}
+
+    class Slow:
+        def __init__(self) -> None:
+            self.busy = threading.Lock()
+
+        def analyze(self, frame, lowlight=None):
+            assert self.busy.acquire(blocking=False), "one pipeline used by two threads at once"
+            try:
+                users.setdefault(id(self), set()).add(threading.get_ident())
+                barrier.wait()  # breaks (BrokenBarrierError) unless both requests are in here together
+                return HAPPY
+            finally:
+                self.busy.release()
+
+    analyzer = Analyzer([Slow(), Slow()])
+    try:
+        image = jpeg(np.zeros((8, 8, 3), np.uint8))
+        futures = [analyzer.executor.submit(analyzer.run, image, None) for _ in range(4)]
+        assert [f.result(20) for f in futures] == [HAPPY] * 4
+    finally:
+        analyzer.close()
+    assert len(users) == 2
 
 
 def test_rate_limit_per_token_is_429(server, tls, tokens):
@@ -341,31 +446,61 @@ def test_client_offloads_with_a_pinned_certificate_and_falls_back_on_a_wrong_pin
         assert pipeline.take_notice() is None  # told once
 
 
-def test_client_with_a_wrong_token_answers_locally(server, certs, tokens, grace_hopper, local_pipeline):
-    client = OffloadClient(f"https://127.0.0.1:{server.port}", "not-a-token", client_ssl(ca_file=str(certs[0])))
+@pytest.mark.parametrize("trust", ["own CA, wrong token", "system CAs (self-signed not trusted)"])
+def test_client_with_a_wrong_token_or_an_untrusted_certificate_answers_locally(server, certs, tokens, grace_hopper, local_pipeline, trust, caplog):
+    token, ssl_arg = ("not-a-token", client_ssl(ca_file=str(certs[0]))) if trust.startswith("own") else (tokens[1]["client"], client_ssl())
+    client = OffloadClient(f"https://127.0.0.1:{server.port}", token, ssl_arg)
     with OffloadingPipeline(local_pipeline, client, deadline_s=5.0) as pipeline:
         result = pipeline.analyze(grace_hopper, lowlight=None)
     assert pipeline.offloaded == 0 and "offload" not in result.timings_ms
+    assert result.faces == local_pipeline.analyze(grace_hopper, lowlight=None).faces
     assert pipeline.take_notice() == "offload unavailable"
+    assert ("401" if trust.startswith("own") else "not trusted") in caplog.text
 
 
-def test_server_killed_or_hung_answer_within_deadline_then_offload_resumes(certs, tokens, grace_hopper, local_pipeline):
+def timed(pipeline: OffloadingPipeline, image: np.ndarray) -> tuple[FrameResult, float]:
+    start = time.perf_counter()
+    result = pipeline.analyze(image, lowlight=None)
+    return result, time.perf_counter() - start
+
+
+def test_server_hung_or_killed_mid_request_answer_within_deadline_then_offload_resumes(certs, tokens, grace_hopper, local_pipeline):
     cert, key = certs
-    args = ("--cert", str(cert), "--key", str(key), "--tokens", str(tokens[0]))
+    args = ("--cert", str(cert), "--key", str(key), "--tokens", str(tokens[0]), "--no-speech")
     server = Server("--port", "0", *args)
-    hung = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
     try:
         port = server.wait_ready()
         local = local_pipeline.analyze(grace_hopper, lowlight=None)
-        client = OffloadClient(f"https://127.0.0.1:{port}", tokens[1]["client"], client_ssl(ca_file=str(cert)))
-        breaker = CircuitBreaker(cooldown_s=1.0)
-        with OffloadingPipeline(local_pipeline, client, deadline_s=DEADLINE_S, breaker=breaker) as pipeline:
-            assert "offload" in pipeline.analyze(grace_hopper, lowlight=None).timings_ms  # connected and answering
 
+        def client() -> OffloadClient:
+            return OffloadClient(f"https://127.0.0.1:{port}", tokens[1]["client"], client_ssl(ca_file=str(cert)))
+
+        # Hung: the real server frozen (SIGSTOP) keeps every connection open and never answers.
+        with OffloadingPipeline(local_pipeline, client(), deadline_s=DEADLINE_S, breaker=CircuitBreaker(0.0)) as pipeline:
+            assert "offload" in pipeline.analyze(grace_hopper, lowlight=None).timings_ms  # connected and answering
+            server.proc.send_signal(signal.SIGSTOP)
+            hung_s = []
+            for _ in range(5):
+                result, elapsed = timed(pipeline, grace_hopper)
+                assert result.faces == local.faces and "offload" not in result.timings_ms
+                hung_s.append(elapsed)
+            server.proc.send_signal(signal.SIGCONT)
+            assert "offload" in pipeline.analyze(grace_hopper, lowlight=None).timings_ms  # back at once: no cool-down here
+        assert statistics.median(hung_s) <= BAR_S, f"answers after {[round(t * 1e3, 1) for t in hung_s]} ms"
+        assert min(hung_s) >= DEADLINE_S - 0.005  # it did wait for the server, up to the deadline
+
+        # Killed mid-request: a request is waiting on the frozen server when it is SIGKILLed.
+        breaker = CircuitBreaker(cooldown_s=1.0)
+        with OffloadingPipeline(local_pipeline, client(), deadline_s=DEADLINE_S, breaker=breaker) as pipeline:
+            assert "offload" in pipeline.analyze(grace_hopper, lowlight=None).timings_ms
+            server.proc.send_signal(signal.SIGSTOP)
+            answer: list = []
+            caller = threading.Thread(target=lambda: answer.append(timed(pipeline, grace_hopper)))
+            caller.start()
+            time.sleep(0.15)  # local model done (~15 ms), request sent and waiting
             server.kill()
-            start = time.perf_counter()
-            result = pipeline.analyze(grace_hopper, lowlight=None)
-            killed_s = time.perf_counter() - start
+            caller.join(5)
+            result, killed_s = answer[0]
             assert killed_s <= BAR_S, f"answer after {killed_s * 1e3:.1f} ms"
             assert result.faces == local.faces and "offload" not in result.timings_ms
             assert pipeline.take_notice() == "offload unavailable"
@@ -381,17 +516,10 @@ def test_server_killed_or_hung_answer_within_deadline_then_offload_resumes(certs
             result = pipeline.analyze(grace_hopper, lowlight=None)
             assert "offload" in result.timings_ms and pipeline.offloaded == 2
             assert pipeline.take_notice() == "offload back"
-
-        hung_client = OffloadClient(f"https://127.0.0.1:{hung.getsockname()[1]}", tokens[1]["client"], client_ssl(ca_file=str(cert)))
-        with OffloadingPipeline(local_pipeline, hung_client, deadline_s=DEADLINE_S) as pipeline:
-            start = time.perf_counter()
-            result = pipeline.analyze(grace_hopper, lowlight=None)
-            hung_s = time.perf_counter() - start
-        print(f"deadline {DEADLINE_S * 1e3:.0f} ms: killed server {killed_s * 1e3:.1f} ms, hung server {hung_s * 1e3:.1f} ms")
-        assert hung_s <= BAR_S, f"answer after {hung_s * 1e3:.1f} ms"
-        assert result.faces == local.faces and pipeline.take_notice() == "offload unavailable"
+        print(f"deadline {DEADLINE_S * 1e3:.0f} ms: hung server {', '.join(f'{t * 1e3:.1f}' for t in hung_s)} ms; killed mid-request {killed_s * 1e3:.1f} ms")
     finally:
-        hung.close()
+        if server.proc.poll() is None:
+            server.proc.send_signal(signal.SIGCONT)
         server.stop()
 
 

@@ -6,22 +6,27 @@ header check — format and pixel count read from the PNG/JPEG header *before* a
 so a decompression bomb costs a few kilobytes (400) → one inference worker → the same JSON as
 `python -m edge analyze --json` (without "path").
 
-The pipeline is not thread-safe, so ONE worker thread owns it and inference is serialised; a queue
-deeper than `max_queue` is answered 503 at once instead of making every device late. Bodies are
-read into memory and dropped after the answer: nothing is written to disk. The access log is one
-JSON line per request with no image data and no token.
+A pipeline is not thread-safe, so each inference worker thread owns one (`--workers N` loads N);
+requests beyond the workers wait, and a queue deeper than `max_queue` is answered 503 at once
+instead of making every device late. `?speech=1` adds what the glasses would say — the phrase from
+edge.speech.phrases.describe and its WAV, composed from the server's warmed phrase cache on a
+separate speech thread — for clients without a voice of their own. Bodies are read into memory and
+dropped after the answer: nothing is written to disk. The access log is one JSON line per request
+with no image data and no token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import logging
 import math
+import queue
 import signal
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +35,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from edge import images
 from edge.errors import ImageError
+from edge.results import FrameResult
 from edge.offload.limits import Limits, RateLimiter
 from edge.offload.tokens import TokenStore
 
@@ -37,6 +43,8 @@ _LOGGER = logging.getLogger(__name__)
 ACCESS_LOGGER = logging.getLogger("edge.offload.access")
 
 LOWLIGHT = {"auto": None, "on": True, "off": False}
+SPEECH = {"0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
+VERBOSITY = ("terse", "verbose")
 ALLOWED_FORMATS = ("JPEG", "PNG")
 
 
@@ -59,19 +67,63 @@ def check_header(data: bytes, max_pixels: int) -> tuple[str, int, int]:
 
 
 class Analyzer:
-    """The pipeline on its single worker thread (it is not thread-safe, so inference is serialised)."""
+    """The pipelines, one per inference worker thread, and the optional voice on its own thread.
 
-    def __init__(self, pipeline: Any) -> None:
-        self.pipeline = pipeline
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+    `speech` is a warmed-or-warming edge.speech.tts.PhraseCache (the wearer loop's own cache class),
+    or None when the server runs without a voice. `too_dark_luma` is light.too_dark_luma: below it,
+    an image with no face is "too dark" rather than "no face", as on the glasses."""
+
+    def __init__(self, pipelines: Sequence[Any], speech: Any = None, too_dark_luma: float = 12.0) -> None:
+        if not pipelines:
+            raise ValueError("Analyzer needs at least one pipeline")
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for pipeline in pipelines:
+            self._idle.put(pipeline)
+        self.workers = len(pipelines)
+        self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="inference")
+        self.speech = speech
+        self.too_dark_luma = too_dark_luma
+        self.speech_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech") if speech is not None else None
         self.pending = 0
 
-    def run(self, data: bytes, lowlight: bool | None) -> dict[str, Any]:
+    def run(self, data: bytes, lowlight: bool | None) -> FrameResult:
+        """Decode and analyse on an inference thread; as many run at once as there are pipelines."""
         frame = images.decode(data, "body")
-        return self.pipeline.analyze(frame, lowlight=lowlight).to_json()
+        pipeline = self._idle.get()
+        try:
+            return pipeline.analyze(frame, lowlight=lowlight)
+        finally:
+            self._idle.put(pipeline)
+
+    def warm_speech(self, phrases: Sequence[str]) -> None:
+        """Synthesise every phrase on the speech thread, ahead of the first `?speech=1` request."""
+        if self.speech_executor is not None:
+            self.speech_executor.submit(self.speech.warm, phrases).add_done_callback(_log_failure)
+
+    def say(self, result: FrameResult, verbosity: str) -> dict[str, Any]:
+        """What the glasses would say for `result`, and its audio as base64 WAV (speech thread)."""
+        from edge.speech.phrases import describe
+
+        too_dark = not result.faces and result.brightness < self.too_dark_luma
+        text = describe(result, verbosity, too_dark=too_dark)  # type: ignore[arg-type]
+        clip = self.speech.compose(text)
+        return {
+            "text": text,
+            "format": "audio/wav",
+            "sample_rate": clip.sample_rate,
+            "duration_s": round(clip.duration_s, 3),
+            "wav_base64": base64.b64encode(clip.to_wav_bytes()).decode("ascii"),
+        }
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.speech_executor is not None:
+            self.speech_executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _log_failure(future: Any) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        _LOGGER.error("speech cache warm-up failed: %s", future.exception())
 
 
 class JsonAccessLogger(AbstractAccessLogger):
@@ -117,12 +169,20 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
         return await handler(request)
 
     async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok", "queue": analyzer.pending})
+        return web.json_response({"status": "ok", "queue": analyzer.pending, "workers": analyzer.workers, "speech": analyzer.speech is not None})
 
     async def analyze(request: web.Request) -> web.Response:
         lowlight_text = request.query.get("lowlight", "auto")
         if lowlight_text not in LOWLIGHT:
             return _error(400, f"lowlight={lowlight_text!r}: use auto, on or off")
+        speech_text = request.query.get("speech", "0").lower()
+        if speech_text not in SPEECH:
+            return _error(400, f"speech={speech_text!r}: use 1 (add the phrase and its WAV audio) or 0")
+        verbosity = request.query.get("verbosity", "terse")
+        if verbosity not in VERBOSITY:
+            return _error(400, f"verbosity={verbosity!r}: use terse or verbose")
+        if SPEECH[speech_text] and analyzer.speech_executor is None:
+            return _error(400, "speech=1: this server runs without a voice (started with --no-speech)")
         if request.content_length is not None and request.content_length > limits.max_body_bytes:
             return _error(413, f"body of {request.content_length} bytes is over the {limits.max_body_bytes} byte limit")
         loop = asyncio.get_running_loop()
@@ -137,13 +197,16 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
                     result = await loop.run_in_executor(analyzer.executor, analyzer.run, data, LOWLIGHT[lowlight_text])
                 finally:
                     analyzer.pending -= 1
+                answer = result.to_json()
+                if SPEECH[speech_text]:
+                    answer["speech"] = await loop.run_in_executor(analyzer.speech_executor, analyzer.say, result, verbosity)
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body is over the {limits.max_body_bytes} byte limit")
         except TimeoutError:
             return _error(503, f"no answer within {limits.timeout_s:g} s", {"Retry-After": "1"})
         except ImageError as exc:
             return _error(400, str(exc))
-        return web.json_response(result)
+        return web.json_response(answer)
 
     app = web.Application(middlewares=[guard], client_max_size=limits.max_body_bytes)
     app.router.add_post("/v1/analyze", analyze)

@@ -124,6 +124,8 @@ class OnnxBackend:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise ModelError(f"{path}: not a loadable ONNX model ({exc}); re-export it or restore it from git") from exc
+        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
+        """What the session really runs on: onnxruntime drops a GPU provider whose libraries fail to load."""
         inputs = {i.name: i for i in self._session.get_inputs()}
         order = list(tensor_names) if tensor_names else list(inputs)
         missing = [n for n in order if n not in inputs]
@@ -148,15 +150,49 @@ DEFAULT_BACKEND = "onnx"
 The bundled face models are TFLite-only and always run on tflite-runtime."""
 
 
-def open_model(path: Path | str, backend: str, threads: int = 2, tensor_names: Sequence[str] | None = None) -> Backend:
-    """Load a model file with the named backend, once; log the time it took."""
+DEVICES = ("cpu", "cuda", "auto")
+"""Where an ONNX model runs: the CPU, an NVIDIA GPU (required), or the GPU when this onnxruntime has one."""
+
+
+def onnx_providers(device: str = "cpu") -> list[str]:
+    """The onnxruntime execution providers for `device` (see DEVICES), best first.
+
+    "auto" picks CUDA only when the installed onnxruntime offers it (the onnxruntime-gpu wheel);
+    "cuda" without it is an error rather than a silent CPU run."""
+    if device not in DEVICES:
+        raise ModelError(f"device {device!r}: choose one of {', '.join(DEVICES)}")
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise ModelError("onnxruntime is not installed: install it from requirements.txt") from exc
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if device == "cuda":
+        raise ModelError(
+            f"device cuda: this onnxruntime {ort.__version__} has no CUDAExecutionProvider (it offers "
+            f"{', '.join(ort.get_available_providers())}): install onnxruntime-gpu on the server, or use device cpu/auto"
+        )
+    return ["CPUExecutionProvider"]
+
+
+def open_model(
+    path: Path | str, backend: str, threads: int = 2, tensor_names: Sequence[str] | None = None, providers: Sequence[str] | None = None
+) -> Backend:
+    """Load a model file with the named backend, once; log the time it took.
+
+    `providers` (onnxruntime execution providers, see onnx_providers) applies to the onnx backend only."""
     path = Path(path)
     if backend not in BACKENDS:
         raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     if not path.is_file():
         raise ModelError(f"model file {path} is missing: run `make setup` or restore models/ from git")
+    if providers and list(providers) != ["CPUExecutionProvider"] and backend != "onnx":
+        raise ModelError(f"execution providers {', '.join(providers)} need the onnx backend, not {backend}")
     start = time.perf_counter()
-    model = BACKENDS[backend](path, threads=threads, tensor_names=tensor_names)
+    extra = {"providers": providers} if providers and backend == "onnx" else {}
+    model = BACKENDS[backend](path, threads=threads, tensor_names=tensor_names, **extra)
     _LOGGER.debug("loaded %s with %s in %.1f ms", path.name, backend, (time.perf_counter() - start) * 1e3)
     return model
 

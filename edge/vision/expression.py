@@ -78,7 +78,14 @@ def verified_file(sidecar: Path, spec: dict[str, Any], variant: str) -> Path:
 class ExpressionModel:
     """One loaded expression model, run through the configured backend."""
 
-    def __init__(self, sidecar: Path | str = DEFAULT_SIDECAR, backend: str = DEFAULT_BACKEND, threads: int = 2, precision: str = "int8") -> None:
+    def __init__(
+        self,
+        sidecar: Path | str = DEFAULT_SIDECAR,
+        backend: str = DEFAULT_BACKEND,
+        threads: int = 2,
+        precision: str = "int8",
+        providers: Sequence[str] | None = None,
+    ) -> None:
         self.sidecar = Path(sidecar)
         self.spec = load_sidecar(self.sidecar)
         if self.spec["preprocessing"] != PREPROCESSING_VERSION:
@@ -92,7 +99,11 @@ class ExpressionModel:
         self.path = verified_file(self.sidecar, self.spec, self.variant)
         self._inputs = [i["name"] for i in self.spec["inputs"]]
         tensors = self.spec["files"][self.variant].get("tensors", {})
-        self._model: Backend = open_model(self.path, backend, threads, tensor_names=[tensors.get(n, n) for n in self._inputs])
+        self._model: Backend = open_model(
+            self.path, backend, threads, tensor_names=[tensors.get(n, n) for n in self._inputs], providers=providers
+        )
+        self.providers: tuple[str, ...] = tuple(getattr(self._model, "providers", ()))
+        """onnxruntime execution providers in use (empty for tflite)."""
         self.temperature = float(self.spec["temperature"])
         self.unsure_threshold = float(self.spec["unsure_threshold"])
         self.flip = bool(self.spec.get("test_time_flip", False))
