@@ -161,7 +161,7 @@ def certs(tmp_path_factory) -> tuple[Path, Path]:
 def tokens(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     path = tmp_path_factory.mktemp("tokens") / "offload_tokens"
     store = TokenStore(path)
-    return path, {name: store.add(name) for name in ("main", "client", "ratelimited", "speech")}
+    return path, {name: store.add(name) for name in ("main", "client", "ratelimited", "speech", "load")}
 
 
 @pytest.fixture(scope="module")
@@ -407,13 +407,32 @@ def test_rate_limit_per_token_is_429(server, tls, tokens):
     assert request(server.port, "POST", "/v1/analyze", b"x", tokens[1]["main"], tls)[0] == 400  # other devices unaffected
 
 
+def test_load_test_is_bounded_and_reports_throughput_and_percentiles(server, certs, tokens):
+    import asyncio
+
+    from edge.offload import loadtest
+
+    body = loadtest.payload(None, full=False)  # the glasses' own face crop
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (256, 239)
+    url, ssl_arg = f"https://127.0.0.1:{server.port}", client_ssl(ca_file=str(certs[0]))
+    closed = asyncio.run(loadtest.run(url, tokens[1]["load"], ssl_arg, body, count=5, concurrency=2))
+    opened = asyncio.run(loadtest.run(url, tokens[1]["load"], ssl_arg, body, count=3, arrival_rate=50.0))
+    for report, count in ((closed, 5), (opened, 3)):
+        assert report["statuses"] == {"200": count}  # stopped by itself after exactly `count`
+        assert report["ok_per_s"] == report["requests_per_s"] > 0
+        assert 0 < report["server_pipeline_ms"]["p50"] <= report["ok_latency_ms"]["p50"] <= report["ok_latency_ms"]["p95"]
+    assert closed["mode"] == "closed" and opened["mode"] == "open" and opened["server"]["workers"] == 1
+
+
 def test_access_log_is_one_json_line_per_request_without_image_data(server, tls, tokens):
     request(server.port, "GET", "/healthz", None, None, tls)
+    request(server.port, "POST", "/v1/analyze", b"not logged", tokens[1]["main"], tls)
     time.sleep(0.2)  # the log line is written after the response
     log = server.access_log()
     assert log and all(set(entry) == {"remote", "device", "method", "path", "status", "bytes_in", "bytes_out", "ms"} for entry in log)
     assert {"main", "-"} <= {entry["device"] for entry in log}
     assert not any(token in line for line in server.lines for token in tokens[1].values())
+    assert not any("not logged" in line for line in server.lines)  # no body bytes
 
 
 # --------------------------------------------------------------------------- the client

@@ -1,11 +1,17 @@
 """Bounded load on an `edge serve` server: a fixed number of requests, then a JSON report.
 
     python -m edge.offload.loadtest --url https://127.0.0.1:8443 --token-file TOKEN --ca-file cert.pem \
-        --count 400 --concurrency 4
+        --count 400 --concurrency 4                # closed loop: the most the server can answer
+    python -m edge.offload.loadtest ... --count 300 --arrival-rate 20   # open loop: glasses pressing at random
 
 By default each request carries what the glasses send: the JPEG face crop of matplotlib's Grace
 Hopper portrait, cut exactly as the client cuts it (`--full` sends the whole image instead). It
 stops by itself after `--count` requests; it is a measuring tool, not a stress tool.
+
+Closed loop (`--concurrency N`): N requests always in flight, so requests/s is the server's
+capacity. Open loop (`--arrival-rate R`): requests start at random (Poisson) times, R per second on
+average, however slowly the server answers — what many independent wearers look like — so the
+latency percentiles include the queueing a real fleet would see at that rate.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +43,8 @@ def payload(image_path: Path | None, full: bool) -> bytes:
     if full:
         return data
     frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise SystemExit(f"{image_path}: not a readable image")
     with Pipeline(threads=1) as pipeline:
         faces = [f for f in pipeline.analyze(frame, lowlight=None).faces if not f.fallback]
     if not faces:
@@ -43,43 +52,83 @@ def payload(image_path: Path | None, full: bool) -> bytes:
     return crop_jpeg(frame, faces[0].box)
 
 
-async def run(url: str, token: str, ssl: object, body: bytes, count: int, concurrency: int) -> dict:
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    p50, p95, p99 = np.percentile(values, [50, 95, 99])
+    return {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1)}
+
+
+async def run(
+    url: str, token: str, ssl: object, body: bytes, count: int, concurrency: int = 4, arrival_rate: float | None = None, seed: int = 0
+) -> dict[str, Any]:
+    """Send `count` requests (closed loop with `concurrency`, or open loop at `arrival_rate`/s); the report."""
     import aiohttp
 
     latencies: list[float] = []
+    ok_latencies: list[float] = []
+    server_ms: list[float] = []
     statuses: dict[str, int] = {}
-    todo = iter(range(count))
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "image/jpeg"}
+    endpoint = url.rstrip("/") + "/v1/analyze"
+    limit = concurrency if arrival_rate is None else 0  # open loop: as many connections as requests in flight
 
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl, limit=concurrency), headers=headers) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl, limit=limit), headers=headers) as session:
 
-        async def worker() -> None:
-            for _ in todo:
-                start = time.perf_counter_ns()
-                try:
-                    async with session.post(url.rstrip("/") + "/v1/analyze", data=body) as response:
-                        await response.read()
-                        key = str(response.status)
-                except aiohttp.ClientError as exc:
-                    key = type(exc).__name__
-                latencies.append((time.perf_counter_ns() - start) / 1e6)
-                statuses[key] = statuses.get(key, 0) + 1
+        async def one() -> None:
+            start = time.perf_counter_ns()
+            try:
+                async with session.post(endpoint, data=body) as response:
+                    data = await response.read()
+                    key = str(response.status)
+            except aiohttp.ClientError as exc:
+                key, data = type(exc).__name__, b""
+            elapsed = (time.perf_counter_ns() - start) / 1e6
+            latencies.append(elapsed)
+            statuses[key] = statuses.get(key, 0) + 1
+            if key == "200":
+                ok_latencies.append(elapsed)
+                server_ms.append(float(json.loads(data)["timings_ms"]["total"]))
 
         async with session.get(url.rstrip("/") + "/healthz") as response:  # connect once before timing
-            await response.read()
+            health = await response.json()
+        load_before = os.getloadavg()
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        if arrival_rate is None:
+            todo = iter(range(count))
+
+            async def worker() -> None:
+                for _ in todo:
+                    await one()
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        else:
+            gaps = np.random.default_rng(seed).exponential(1.0 / arrival_rate, count)
+            tasks = []
+            for at in np.cumsum(gaps) - gaps[0]:
+                delay = start + float(at) - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one()))
+            await asyncio.gather(*tasks)
         wall = time.perf_counter() - start
-    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+        load_after = os.getloadavg()
     return {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
+        "load_avg_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
+        "server": health,
+        "mode": "closed" if arrival_rate is None else "open",
         "count": count,
-        "concurrency": concurrency,
+        "concurrency": concurrency if arrival_rate is None else None,
+        "arrival_rate_per_s": arrival_rate,
         "payload_bytes": len(body),
         "statuses": statuses,
         "wall_s": round(wall, 3),
         "requests_per_s": round(count / wall, 1),
-        "latency_ms": {"p50": round(float(p50), 1), "p95": round(float(p95), 1), "p99": round(float(p99), 1)},
+        "ok_per_s": round(len(ok_latencies) / wall, 1),
+        "latency_ms": _percentiles(latencies),
+        "ok_latency_ms": _percentiles(ok_latencies),
+        "server_pipeline_ms": _percentiles(server_ms),
     }
 
 
@@ -91,14 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token-file", type=Path, required=True, help="file with a device token")
     parser.add_argument("--ca-file", default="", help="the server's certificate (self-signed) or CA, PEM")
     parser.add_argument("--count", type=int, default=400, help="requests in all (default %(default)s)")
-    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight at once (default %(default)s)")
+    parser.add_argument("--concurrency", type=int, default=4, help="closed loop: requests in flight at once (default %(default)s)")
+    parser.add_argument("--arrival-rate", type=float, default=None, help="open loop instead: start this many requests per second at random (Poisson) times")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the open-loop arrival times (default %(default)s)")
     parser.add_argument("--image", type=Path, default=None, help="image to send (default: matplotlib's grace_hopper.jpg)")
     parser.add_argument("--full", action="store_true", help="send the whole image, not the face crop the glasses send")
     args = parser.parse_args(argv)
+    if args.count < 1 or args.concurrency < 1 or (args.arrival_rate is not None and args.arrival_rate <= 0):
+        parser.error("--count and --concurrency must be 1 or more, --arrival-rate above 0")
     ssl = client_ssl(args.ca_file) if args.url.startswith("https") else False
     body = payload(args.image, args.full)
-    token = args.token_file.read_text(encoding="utf-8").strip()
-    print(json.dumps(asyncio.run(run(args.url, token, ssl, body, args.count, args.concurrency))))
+    try:
+        token = args.token_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        parser.error(f"--token-file {args.token_file}: {exc.strerror}")
+    report = asyncio.run(run(args.url, token, ssl, body, args.count, args.concurrency, args.arrival_rate, args.seed))
+    print(json.dumps(report))
     return 0
 
 
