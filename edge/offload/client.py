@@ -35,6 +35,11 @@ some forehead, chin and background to find the face again."""
 CROP_MAX_SIDE = 256
 """Crops are scaled down to this: more pixels do not help a 48-pixel expression model."""
 JPEG_QUALITY = 90
+TIMEOUT_BACKSTOP_S = 1.0
+"""aiohttp's own timeout sits this far past the caller's deadline: the caller's wait ends the request
+(a cancellation, silent), and aiohttp's timer only frees the connection if that were ever lost. With
+both set to the deadline they raced, and each lost race logged a "Task exception was never
+retrieved" traceback from the loop thread, holding the GIL just as the wearer's answer was due."""
 
 
 def crop_jpeg(frame: np.ndarray, box: Sequence[int], margin: float = CROP_MARGIN, max_side: int = CROP_MAX_SIDE) -> bytes:
@@ -98,15 +103,22 @@ class OffloadClient:
 
     def analyze(self, crops: Sequence[bytes], lowlight: bool, timeout_s: float) -> list[dict[str, Any]]:
         """The server's `analyze` JSON for each crop, all within `timeout_s`, or OffloadError."""
-        future = asyncio.run_coroutine_threadsafe(self._analyze_all(crops, lowlight, timeout_s), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._analyze_all(crops, lowlight, timeout_s + TIMEOUT_BACKSTOP_S), self._loop)
         try:
-            return future.result(timeout_s)
+            outcome = future.result(timeout_s)
         except TimeoutError:
-            future.cancel()
+            future.cancel()  # the request ends as cancelled in the loop: no error left behind to log
             raise OffloadError(f"no answer within {timeout_s * 1e3:.0f} ms") from None
+        if isinstance(outcome, OffloadError):
+            raise outcome
+        return outcome
 
-    async def _analyze_all(self, crops: Sequence[bytes], lowlight: bool, timeout_s: float) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(self._post(crop, lowlight, timeout_s) for crop in crops)))
+    async def _analyze_all(self, crops: Sequence[bytes], lowlight: bool, timeout_s: float) -> list[dict[str, Any]] | OffloadError:
+        """The answers, or the failure as a value: a task never ends with an exception nobody reads."""
+        try:
+            return list(await asyncio.gather(*(self._post(crop, lowlight, timeout_s) for crop in crops)))
+        except OffloadError as exc:
+            return exc
 
     async def _post(self, body: bytes, lowlight: bool, timeout_s: float) -> dict[str, Any]:
         aiohttp = self._aiohttp
