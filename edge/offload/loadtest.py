@@ -103,7 +103,8 @@ async def run(
 
             await asyncio.gather(*(worker() for _ in range(concurrency)))
         else:
-            gaps = np.random.default_rng(seed).exponential(1.0 / arrival_rate, count)
+            gaps = np.random.default_rng(seed).exponential(1.0, count)
+            gaps *= (count / arrival_rate) / gaps.sum()  # random spacing, but exactly the offered rate overall
             tasks = []
             for at in np.cumsum(gaps) - gaps[0]:
                 delay = start + float(at) - time.perf_counter()
