@@ -445,6 +445,6 @@ class PhraseCache:
             self.get(text, pin=True)
             count += 1
         synthesised = self.stats.misses - misses_before
-        _LOGGER.info("speech cache warm: %d phrases, %d synthesised, %.0f ms (%s)", count, synthesised,
-                     1000 * (time.perf_counter() - started), self.voice.voice_id)
+        _LOGGER.log(logging.INFO if count > 1 else logging.DEBUG, "speech cache warm: %d phrases, %d synthesised, %.0f ms (%s)",
+                    count, synthesised, 1000 * (time.perf_counter() - started), self.voice.voice_id)
         return synthesised
