@@ -34,6 +34,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The Pi's install and the pipeline on aarch64 under qemu user-mode emulation (tests/arm/check.py):
+# the lock's aarch64 wheels, every shipped model vs this machine on 1,000 faces, the non-spawning
+# tests. Rootfs, wheels and venv are cached in cache/arm/. ARM_ARGS=--skip-offline for CI.
+.PHONY: arm-check
+arm-check: $(STAMP)
+	$(PY) tests/arm/check.py $(ARM_ARGS)
+
 check-config: $(STAMP)
 	$(PY) -m edge check-config $(ARGS)
 
