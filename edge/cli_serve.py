@@ -53,6 +53,7 @@ example:
     parser.add_argument("--burst", type=int, default=limits.burst, help="requests per token allowed at once before --rate applies (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=limits.timeout_s, help="seconds a request may take, upload and queueing included; then 503 (default %(default)s)")
     parser.add_argument("--max-queue", type=int, default=limits.max_queue, help="requests waiting for an inference worker beyond this get 503 (default %(default)s)")
+    parser.add_argument("--idle-timeout", type=float, default=limits.idle_timeout_s, help="seconds a connection may stay idle or take to send its request header; then it is closed (default %(default)s)")
     parser.add_argument("--voice", type=Path, default=None, help="Piper voice (.onnx beside its .onnx.json) for ?speech=1 answers (default: espeak-ng)")
     parser.add_argument("--espeak-voice", default="en-us", help="espeak-ng voice when no Piper voice is given or it fails to load (default %(default)s)")
     parser.add_argument("--speech-rate", type=float, default=1.0, help="speaking speed multiplier 0.5-2.0 for ?speech=1 audio (default %(default)s)")
@@ -103,6 +104,7 @@ def main(args: argparse.Namespace) -> int:
         burst=args.burst,
         timeout_s=args.timeout,
         max_queue=args.max_queue,
+        idle_timeout_s=args.idle_timeout,
     )
     providers = onnx_providers(args.device) if args.backend == "onnx" else None
     with contextlib.ExitStack() as stack:
@@ -135,5 +137,5 @@ def main(args: argparse.Namespace) -> int:
         stack.callback(analyzer.close)
         analyzer.warm_speech(all_phrases("verbose"))
         _LOGGER.info("%d device token(s) from %s", len(tokens.hashes), tokens.path)
-        asyncio.run(serve(make_app(analyzer, tokens, limits), args.host, args.port, ssl_context))
+        asyncio.run(serve(make_app(analyzer, tokens, limits), args.host, args.port, ssl_context, idle_timeout_s=limits.idle_timeout_s))
     return 0

@@ -24,6 +24,10 @@ class Limits:
     """Longest a request may take, body upload and queueing included (then 503)."""
     max_queue: int = 32
     """Requests waiting for the inference worker beyond this are refused with 503."""
+    idle_timeout_s: float = 30.0
+    """A connection that has not sent a whole request header within this is closed: the same timer
+    ends idle keep-alive connections (the glasses reuse theirs between presses) and clients that
+    trickle headers; aiohttp's own default is an hour."""
 
 
 class RateLimiter:

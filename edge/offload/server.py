@@ -215,11 +215,21 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
 
 
 async def serve(
-    app: web.Application, host: str, port: int, ssl_context: ssl.SSLContext | None, ready: Callable[[int], None] | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None,
+    ready: Callable[[int], None] | None = None,
+    idle_timeout_s: float = Limits.idle_timeout_s,
 ) -> None:
     """Serve until SIGINT/SIGTERM. `ready(port)` is called once listening (port 0 picks a free one)."""
     runner = web.AppRunner(
-        app, access_log_class=JsonAccessLogger, access_log=ACCESS_LOGGER, handle_signals=False, handler_cancellation=True
+        app,
+        access_log_class=JsonAccessLogger,
+        access_log=ACCESS_LOGGER,
+        handle_signals=False,
+        handler_cancellation=True,
+        keepalive_timeout=idle_timeout_s,
     )
     await runner.setup()
     try:
