@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.results import FaceResult, FrameResult, Position
 from edge.runtime import DEFAULT_BACKEND, default_threads
-from edge.vision.enhance import day_or_night
+from edge.vision.enhance import DEFAULT_ENHANCER, Enhancer, day_or_night, load_enhancer
 from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
 from edge.vision.faces import Face, FaceMesh
 from edge.vision.upperface import UpperFaceSample, eye_centres, sample, sample_unaligned
@@ -53,6 +53,7 @@ class Pipeline:
         threads: int | None = None,
         max_faces: int = 4,
         precision: str = "int8",
+        enhancer: Enhancer | Path | str | None = DEFAULT_ENHANCER,
         providers: Sequence[str] | None = None,
     ) -> None:
         threads = threads or default_threads()
@@ -62,6 +63,12 @@ class Pipeline:
         except Exception:
             self.mesh.close()
             raise
+        # The night branch: our learned enhancer from its sidecar, or the classical correction when that
+        # file is missing/corrupt (logged once by load_enhancer); an Enhancer object is used as given.
+        self._owns_enhancer = not hasattr(enhancer, "enhance")
+        self.enhancer: Enhancer = (
+            load_enhancer(enhancer, backend=backend, threads=threads) if self._owns_enhancer else enhancer  # type: ignore[arg-type]
+        )
 
     @classmethod
     def from_config(cls, vision: Any) -> "Pipeline":
@@ -83,7 +90,7 @@ class Pipeline:
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        frame, night, level = day_or_night(frame, lowlight)
+        frame, night, level = day_or_night(frame, lowlight, self.enhancer)
         bgr = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         timings["enhance"] = (time.perf_counter() - start) * 1e3
@@ -122,6 +129,8 @@ class Pipeline:
     def close(self) -> None:
         self.mesh.close()
         self.expression.close()
+        if self._owns_enhancer:
+            self.enhancer.close()
 
     def __enter__(self) -> "Pipeline":
         return self

@@ -14,6 +14,8 @@ COMMANDS = {
     "mask": ("export.cli_mask", "write a copy of an npz with every face masked by our generator"),
     "darken": ("export.darken", "write a dark rendering of an npz (linear-light scaling, shot + read noise, 8-bit)"),
     "build": ("export.build", "export the trained checkpoint to ONNX/TFLite fp32+int8, check parity, write models/"),
+    "lowlight": ("export.lowlight", "compare the low-light enhancer with TBEFN, SCI, gamma/CLAHE and none; write models/ENHANCER_CARD.md"),
+    "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),
 }
 
 

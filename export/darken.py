@@ -21,15 +21,50 @@ FULL_WELL_E = 4000.0
 READ_NOISE_E = 3.0
 
 
-def render_dark(images: np.ndarray, light: float, rng: np.random.Generator) -> np.ndarray:
-    """uint8 images of any shape at `light` (0..1) of the original illumination, with sensor noise."""
+def render_dark(
+    images: np.ndarray,
+    light: float,
+    rng: np.random.Generator,
+    *,
+    cast: np.ndarray | None = None,
+    blur_sigma: float = 0.0,
+    full_well: float = FULL_WELL_E,
+    read_noise: float = READ_NOISE_E,
+) -> np.ndarray:
+    """uint8 images of any shape at `light` (0..1) of the original illumination, with sensor noise.
+
+    Optional, for enhancer training: `cast` multiplies the linear light per channel (last axis, a
+    coloured lamp), `blur_sigma` blurs the linear light of [H,W] / [H,W,C] images (defocus, shake).
+    """
     if not 0.0 < light <= 1.0:
         raise ValueError(f"light must be in (0, 1], got {light}")
     linear = (images.astype(np.float32) / 255.0) ** 2.2
-    electrons = rng.poisson(linear * light * FULL_WELL_E).astype(np.float32)
-    electrons += rng.normal(0.0, READ_NOISE_E, size=electrons.shape).astype(np.float32)
-    encoded = np.clip(electrons / FULL_WELL_E, 0.0, 1.0) ** (1 / 2.2)
+    if blur_sigma > 0:
+        import cv2
+
+        linear = cv2.GaussianBlur(linear, (0, 0), blur_sigma)
+    if cast is not None:
+        linear = np.clip(linear * np.asarray(cast, dtype=np.float32), 0.0, 1.0)
+    electrons = rng.poisson(linear * light * full_well).astype(np.float32)
+    electrons += rng.normal(0.0, read_noise, size=electrons.shape).astype(np.float32)
+    encoded = np.clip(electrons / full_well, 0.0, 1.0) ** (1 / 2.2)
     return np.round(encoded * 255.0).astype(np.uint8)
+
+
+def render_dark_random(image: np.ndarray, rng: np.random.Generator, light_range: tuple[float, float] = (0.02, 0.20)) -> np.ndarray:
+    """One varied dark rendering for enhancer training: light drawn log-uniform in `light_range`,
+    sensor gain (full well, read noise) varied, a colour cast on colour images, a blur one time in four."""
+    lo, hi = light_range
+    light = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    cast = None
+    if image.ndim == 3:
+        warm = rng.normal(0.0, 0.15)  # tungsten/sodium lamps: more red, less blue (BGR order)
+        cast = np.exp(np.array([-warm, 0.0, warm]) + rng.normal(0.0, 0.05, 3))
+    blur = float(rng.uniform(0.5, 1.3)) if rng.random() < 0.25 else 0.0
+    return render_dark(
+        image, light, rng, cast=cast, blur_sigma=blur,
+        full_well=float(rng.uniform(2500.0, 8000.0)), read_noise=float(rng.uniform(1.5, 5.0)),
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

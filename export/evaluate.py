@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="npz with x uint8 [N,H,W] or [N,H,W,3] and y int [N] (FER2013 order)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
     parser.add_argument("--lowlight", choices=tuple(LOWLIGHT), default="auto")
+    parser.add_argument("--enhancer", default=None, help="night branch: enhancer sidecar JSON (default models/enhancer.json) or 'classical' (gamma/CLAHE)")
     parser.add_argument("--plot", type=Path, default=None, help="write the confusion matrix as a PNG")
     parser.add_argument("--model", type=Path, default=None, help="sidecar JSON (default: models/expression.json)")
     parser.add_argument("--backend", choices=("tflite", "onnx"), default=DEFAULT_BACKEND, help="expression-model runtime (default %(default)s)")
@@ -75,11 +76,17 @@ def main(args: argparse.Namespace) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     start = time.perf_counter()
-    with Pipeline(model=args.model or DEFAULT_SIDECAR, backend=args.backend, precision=args.precision, threads=args.threads, max_faces=2) as pipeline:
+    from edge.vision.enhance import DEFAULT_ENHANCER, ClassicalEnhancer
+
+    enhancer = ClassicalEnhancer() if args.enhancer == "classical" else Path(args.enhancer or DEFAULT_ENHANCER)
+    with Pipeline(
+        model=args.model or DEFAULT_SIDECAR, backend=args.backend, precision=args.precision, threads=args.threads, max_faces=2, enhancer=enhancer
+    ) as pipeline:
         preds, extra = predict(pipeline, x, LOWLIGHT[args.lowlight])
         model_file = pipeline.expression.path.name
+        enhancer_name = pipeline.enhancer.name
     out = report(y, preds)
-    out.update({"model": model_file, "lowlight": args.lowlight, **extra, "seconds": round(time.perf_counter() - start, 1)})
+    out.update({"model": model_file, "lowlight": args.lowlight, "enhancer": enhancer_name, **extra, "seconds": round(time.perf_counter() - start, 1)})
     if args.plot:
         plot_confusion(out["confusion"], args.plot, f"{args.data.name}: {model_file}, accuracy {out['accuracy']:.1%}")
     if args.json:

@@ -1,20 +1,41 @@
-"""The low-light branch. Until our learned enhancer ships, a classical correction: gamma + CLAHE.
+"""The low-light branch: our learned gain-map enhancer, with a classical gamma + CLAHE fallback.
 
-Gamma lifts the shadows where the eyes sit; CLAHE on luma restores local contrast without blowing
-out the highlights. Colour is kept by working on the L channel of Lab.
+The learned enhancer (models/enhancer.json, trained by `python -m export enhancer`) looks at a 64×64
+thumbnail of the frame and predicts, on a coarse grid, a gain per colour channel and how much to
+smooth; the gains are interpolated to full resolution and applied to the lightly smoothed frame. The
+network never sees full resolution, so a 640×480 frame costs little more than a face crop. A dark
+camera picture is, to first order, the bright one times a gain in gamma space (fewer photons,
+same scene) plus shot noise, which is what the two maps undo.
+
+The classical correction runs when the learned model is missing or refused: gamma lifts the shadows
+where the eyes sit; CLAHE on luma restores local contrast without blowing out the highlights.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Protocol
 
 import cv2
 import numpy as np
 
+from edge.errors import ModelError
+from edge.runtime import DEFAULT_BACKEND, Backend, open_model
+from edge.vision.expression import MODELS_DIR, load_sidecar, verified_file
+
 _LOGGER = logging.getLogger(__name__)
 
 _CLAHE = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
-_warned = False
+
+DEFAULT_ENHANCER = MODELS_DIR / "enhancer.json"
+ENHANCER_VERSION = "gainmap-1"
+"""The contract between the enhancer network and `apply_maps`: BGR 0..255 thumbnail (cv2 INTER_AREA)
+in; 3 channel gains + 1 smoothing weight out, bilinearly upsampled, applied to a 5×5 σ=1 Gaussian blend.
+export/enhancer.py trains through the same operations; a sidecar with another version is refused."""
+BLUR_SIGMA = 1.0
+BLUR_KSIZE = 5
+ENHANCER_KEYS = ("kind", "preprocessing", "inputs", "outputs", "files")
 
 DARK_BRIGHTNESS = 50.0
 """Mean luma (0..255) below which `lowlight=None` (auto, no sensor) takes the night branch."""
@@ -28,14 +49,27 @@ def brightness(frame: np.ndarray) -> float:
     return float(gray.mean())
 
 
-def day_or_night(frame: np.ndarray, lowlight: bool | None) -> tuple[np.ndarray, bool, float]:
+class Enhancer(Protocol):
+    """A night-branch correction: a uint8 BGR or gray frame in, a frame of the same shape out."""
+
+    name: str
+
+    def enhance(self, frame: np.ndarray) -> np.ndarray: ...
+
+    def close(self) -> None: ...
+
+
+def day_or_night(frame: np.ndarray, lowlight: bool | None, enhancer: Enhancer | None = None) -> tuple[np.ndarray, bool, float]:
     """(frame to analyse, night?, brightness): the pipeline's first stage, also applied to training faces.
 
     lowlight True/False forces the branch (the light sensor's decision); None decides from brightness.
+    enhancer: the night branch's correction (None: the classical one).
     """
     level = brightness(frame)
     night = level < DARK_BRIGHTNESS if lowlight is None else bool(lowlight)
-    return (enhance_classical(frame) if night else frame), night, level
+    if not night:
+        return frame, night, level
+    return (enhance_classical(frame) if enhancer is None else enhancer.enhance(frame)), night, level
 
 
 def _gamma_lut(mean_luma: float) -> np.ndarray:
@@ -48,10 +82,6 @@ def _gamma_lut(mean_luma: float) -> np.ndarray:
 
 def enhance_classical(frame: np.ndarray) -> np.ndarray:
     """Gamma/CLAHE correction for a dark BGR or gray frame; returns a new frame of the same shape."""
-    global _warned
-    if not _warned:
-        _LOGGER.info("night branch: classical gamma/CLAHE correction (no learned enhancer installed)")
-        _warned = True
     if frame.ndim == 2:
         lut = _gamma_lut(float(frame.mean()))
         return _CLAHE.apply(cv2.LUT(frame, lut))
@@ -59,3 +89,84 @@ def enhance_classical(frame: np.ndarray) -> np.ndarray:
     luma = lab[:, :, 0]
     lab[:, :, 0] = _CLAHE.apply(cv2.LUT(luma, _gamma_lut(float(luma.mean()))))
     return cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
+
+
+class ClassicalEnhancer:
+    """`enhance_classical` behind the Enhancer interface (the fallback, and a comparison baseline)."""
+
+    name = "classical"
+
+    def enhance(self, frame: np.ndarray) -> np.ndarray:
+        return enhance_classical(frame)
+
+    def close(self) -> None:
+        pass
+
+
+def apply_maps(frame: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    """Apply the network's coarse maps [4, h, w] (3 gains, 1 smoothing weight) to a uint8 BGR frame."""
+    # OpenCV in place rather than numpy broadcasting: measured 2.4 ms vs 67 ms per 640×480 frame here.
+    h, w = frame.shape[:2]
+    maps = np.asarray(maps, dtype=np.float32)
+    x = frame.astype(np.float32)
+    gains = cv2.resize(np.ascontiguousarray(maps[:3].transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR)
+    weight = cv2.resize(np.ascontiguousarray(maps[3]), (w, h), interpolation=cv2.INTER_LINEAR)
+    out = cv2.GaussianBlur(x, (BLUR_KSIZE, BLUR_KSIZE), BLUR_SIGMA)
+    cv2.subtract(out, x, dst=out)
+    cv2.multiply(out, cv2.merge([weight, weight, weight]), dst=out)
+    cv2.add(out, x, dst=out)
+    cv2.multiply(out, gains, dst=out)
+    return cv2.convertScaleAbs(out)
+
+
+class LearnedEnhancer:
+    """Our gain-map enhancer from its sidecar, run through the device runtime (onnxruntime or TFLite)."""
+
+    def __init__(self, sidecar: Path | str = DEFAULT_ENHANCER, backend: str = DEFAULT_BACKEND, threads: int = 1, precision: str = "fp32") -> None:
+        self.sidecar = Path(sidecar)
+        self.spec = load_sidecar(self.sidecar, required=ENHANCER_KEYS)
+        if self.spec["kind"] != "lowlight-enhancer" or self.spec["preprocessing"] != ENHANCER_VERSION:
+            raise ModelError(
+                f"{self.sidecar} is a {self.spec['kind']!r} model with preprocessing {self.spec['preprocessing']!r}, but this "
+                f"code applies 'lowlight-enhancer' {ENHANCER_VERSION!r}: install the enhancer that ships with this version, or re-export"
+            )
+        self.variant = f"{backend}-{precision}"
+        self.path = verified_file(self.sidecar, self.spec, self.variant)
+        entry = self.spec["files"][self.variant]
+        name = self.spec["inputs"][0]["name"]
+        self._model: Backend = open_model(self.path, backend, threads, tensor_names=[entry.get("tensors", {}).get(name, name)])
+        _, _, self.height, self.width = (int(d) for d in self.spec["inputs"][0]["shape"])
+        self._channels_last = entry.get("output_layout", "NCHW") == "NHWC"
+        self.name = f"learned ({self.path.name}, {backend})"
+
+    def maps(self, frame: np.ndarray) -> np.ndarray:
+        """The coarse maps [4, h, w] for a uint8 BGR frame."""
+        thumb = cv2.resize(frame, (self.width, self.height), interpolation=cv2.INTER_AREA)
+        out = self._model.run([thumb.transpose(2, 0, 1)[None].astype(np.float32)])[0][0]
+        return out.transpose(2, 0, 1) if self._channels_last else out
+
+    def enhance(self, frame: np.ndarray) -> np.ndarray:
+        if frame.ndim == 2:
+            bgr = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+            return cv2.cvtColor(apply_maps(bgr, self.maps(bgr)), cv2.COLOR_BGR2GRAY)
+        return apply_maps(frame, self.maps(frame))
+
+    def close(self) -> None:
+        self._model.close()
+
+
+def load_enhancer(sidecar: Path | str | None = DEFAULT_ENHANCER, backend: str = DEFAULT_BACKEND, threads: int = 1) -> Enhancer:
+    """The learned enhancer, or — when its sidecar/file is missing, corrupt or refused — the classical one.
+
+    A broken enhancer must not silence the glasses at night: say so once in the log and carry on with
+    the correction that needs no model file.
+    """
+    if sidecar is None:
+        return ClassicalEnhancer()
+    try:
+        enhancer = LearnedEnhancer(sidecar, backend=backend, threads=threads)
+    except ModelError as exc:
+        _LOGGER.warning("night branch: learned enhancer unavailable (%s); using the classical gamma/CLAHE correction", exc)
+        return ClassicalEnhancer()
+    _LOGGER.info("night branch: %s", enhancer.name)
+    return enhancer

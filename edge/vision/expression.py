@@ -45,14 +45,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_sidecar(path: Path) -> dict[str, Any]:
+SIDECAR_KEYS = ("labels", "preprocessing", "inputs", "files", "temperature", "unsure_threshold")
+"""What an expression-model sidecar must hold; other models (the low-light enhancer) pass their own."""
+
+
+def load_sidecar(path: Path, required: Sequence[str] = SIDECAR_KEYS) -> dict[str, Any]:
     try:
         spec = json.loads(Path(path).read_text())
     except FileNotFoundError as exc:
         raise ModelError(f"model sidecar {path} is missing: restore models/ from git or point vision.model at a sidecar JSON") from exc
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"model sidecar {path} is unreadable ({exc}): restore it from git") from exc
-    for key in ("labels", "preprocessing", "inputs", "files", "temperature", "unsure_threshold"):
+    for key in required:
         if key not in spec:
             raise ModelError(f"model sidecar {path} has no {key!r}: re-export the model with `python -m export`")
     return spec
