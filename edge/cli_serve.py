@@ -8,7 +8,7 @@ import contextlib
 import logging
 from pathlib import Path
 
-from edge.errors import ConfigError
+from edge.errors import AudioError, ConfigError
 from edge.runtime import DEFAULT_BACKEND, DEVICES
 
 _LOGGER = logging.getLogger(__name__)
@@ -131,7 +131,10 @@ def main(args: argparse.Namespace) -> int:
             _LOGGER.info("no GPU execution provider in this onnxruntime: install onnxruntime-gpu (CUDA) to use an NVIDIA GPU")
         speech = None
         if not args.no_speech:
-            voice = stack.enter_context(load_voice(args.voice, args.espeak_voice))
+            try:
+                voice = stack.enter_context(load_voice(args.voice, args.espeak_voice))
+            except AudioError as exc:
+                raise ConfigError(f"{exc}; or start the server with --no-speech (then ?speech=1 gets 400)") from None
             speech = PhraseCache(voice, rate=args.speech_rate)
         analyzer = Analyzer(pipelines, speech=speech, too_dark_luma=LightConfig().too_dark_luma)
         stack.callback(analyzer.close)

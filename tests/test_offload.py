@@ -362,6 +362,16 @@ def test_server_logs_its_execution_provider_and_refuses_a_missing_gpu(server, ce
     assert "onnxruntime-gpu" in capsys.readouterr().err
 
 
+def test_server_without_a_voice_says_how_to_start_anyway(certs, tokens, monkeypatch, capsys):
+    import edge.speech.tts
+
+    monkeypatch.setattr(edge.speech.tts.shutil, "which", lambda name: None)  # no espeak-ng
+    cert, key = certs
+    assert entry.main(["serve", "--port", "0", "--cert", str(cert), "--key", str(key), "--tokens", str(tokens[0])]) == 2
+    err = capsys.readouterr().err
+    assert "espeak-ng not found" in err and "--no-speech" in err
+
+
 def test_onnx_providers_use_cuda_only_when_this_onnxruntime_has_it(monkeypatch):
     import onnxruntime
 
