@@ -435,13 +435,14 @@ def test_load_test_is_bounded_and_reports_throughput_and_percentiles(server, cer
     body = loadtest.payload(None, full=False)  # the glasses' own face crop
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (256, 239)
     url, ssl_arg = f"https://127.0.0.1:{server.port}", client_ssl(ca_file=str(certs[0]))
-    closed = asyncio.run(loadtest.run(url, tokens[1]["load"], ssl_arg, body, count=5, concurrency=2))
+    closed = asyncio.run(loadtest.run(url, tokens[1]["load"], ssl_arg, body, count=5, concurrency=2, server_pid=server.proc.pid))
     opened = asyncio.run(loadtest.run(url, tokens[1]["load"], ssl_arg, body, count=3, arrival_rate=50.0))
     for report, count in ((closed, 5), (opened, 3)):
         assert report["statuses"] == {"200": count}  # stopped by itself after exactly `count`
         assert report["ok_per_s"] == report["requests_per_s"] > 0
         assert 0 < report["server_pipeline_ms"]["p50"] <= report["ok_latency_ms"]["p50"] <= report["ok_latency_ms"]["p95"]
     assert closed["mode"] == "closed" and opened["mode"] == "open" and opened["server"]["workers"] == 1
+    assert closed["server_cpu_ms_per_request"] > 0 and opened["server_cpu_ms_per_request"] is None
 
 
 def test_access_log_is_one_json_line_per_request_without_image_data(server, tls, tokens):

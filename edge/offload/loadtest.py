@@ -52,6 +52,16 @@ def payload(image_path: Path | None, full: bool) -> bytes:
     return crop_jpeg(frame, faces[0].box)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a local process has used (Linux /proc): what a request costs the server
+    whatever else the machine is doing, unlike its wall-clock rate."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError as exc:
+        raise SystemExit(f"--server-pid {pid}: cannot read its CPU time ({exc.strerror}); it must be a local process on Linux") from None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -60,7 +70,15 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def run(
-    url: str, token: str, ssl: object, body: bytes, count: int, concurrency: int = 4, arrival_rate: float | None = None, seed: int = 0
+    url: str,
+    token: str,
+    ssl: object,
+    body: bytes,
+    count: int,
+    concurrency: int = 4,
+    arrival_rate: float | None = None,
+    seed: int = 0,
+    server_pid: int | None = None,
 ) -> dict[str, Any]:
     """Send `count` requests (closed loop with `concurrency`, or open loop at `arrival_rate`/s); the report."""
     import aiohttp
@@ -93,6 +111,7 @@ async def run(
         async with session.get(url.rstrip("/") + "/healthz") as response:  # connect once before timing
             health = await response.json()
         load_before = os.getloadavg()
+        cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
         start = time.perf_counter()
         if arrival_rate is None:
             todo = iter(range(count))
@@ -114,6 +133,7 @@ async def run(
             await asyncio.gather(*tasks)
         wall = time.perf_counter() - start
         load_after = os.getloadavg()
+        cpu_used = cpu_seconds(server_pid) - cpu_before if server_pid else None
     return {
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "processor": platform.processor() or platform.machine()},
         "load_avg_1m": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
@@ -130,6 +150,7 @@ async def run(
         "latency_ms": _percentiles(latencies),
         "ok_latency_ms": _percentiles(ok_latencies),
         "server_pipeline_ms": _percentiles(server_ms),
+        "server_cpu_ms_per_request": round(cpu_used * 1e3 / count, 1) if cpu_used is not None else None,
     }
 
 
@@ -144,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="closed loop: requests in flight at once (default %(default)s)")
     parser.add_argument("--arrival-rate", type=float, default=None, help="open loop instead: start this many requests per second at random (Poisson) times")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the open-loop arrival times (default %(default)s)")
+    parser.add_argument("--server-pid", type=int, default=None, help="pid of a local `edge serve`: also report its CPU time per request")
     parser.add_argument("--image", type=Path, default=None, help="image to send (default: matplotlib's grace_hopper.jpg)")
     parser.add_argument("--full", action="store_true", help="send the whole image, not the face crop the glasses send")
     args = parser.parse_args(argv)
@@ -155,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         token = args.token_file.read_text(encoding="utf-8").strip()
     except OSError as exc:
         parser.error(f"--token-file {args.token_file}: {exc.strerror}")
-    report = asyncio.run(run(args.url, token, ssl, body, args.count, args.concurrency, args.arrival_rate, args.seed))
+    report = asyncio.run(run(args.url, token, ssl, body, args.count, args.concurrency, args.arrival_rate, args.seed, args.server_pid))
     print(json.dumps(report))
     return 0
 
