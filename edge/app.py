@@ -91,6 +91,8 @@ class Parts:
     """Opens the button given the callback that posts its events; None = presses come from code only."""
     earcon: Any = None
     """Clip played the moment a press is taken."""
+    bridge: Any = None
+    """The MCU bridge (edge.hw.bridge.Bridge): `attach(emit, status)`, `haptic()`; None = no MCU."""
 
 
 class Backoff:
@@ -181,9 +183,12 @@ class App:
     """The wearer loop. `run()` blocks until `stop()` (or the simulated presses are done)."""
 
     def __init__(
-        self, config: Config, parts: Parts, *, backoff: tuple[float, float] = (0.5, 30.0), status_grace_s: float = STATUS_GRACE_S
+        self, config: Config, parts: Parts, *, backoff: tuple[float, float] = (0.5, 30.0), status_grace_s: float = STATUS_GRACE_S,
+        notifier: Any = None,
     ) -> None:
         self.config, self.parts = config, parts
+        self._notifier = notifier
+        """edge.service.Notifier (READY=1 once ready, WATCHDOG=1 while the loop turns); None outside systemd."""
         self._backoff = backoff
         self._status_grace_s = status_grace_s
         self._down: dict[str, float] = {}
@@ -235,6 +240,8 @@ class App:
         try:
             for supervisor in supervisors:
                 supervisor.start()
+            if self.parts.bridge is not None:
+                self.parts.bridge.attach(self._on_button, self._on_part_status)
             for supervisor in supervisors:
                 if not supervisor.first_attempt.wait(_FIRST_OPEN_TIMEOUT_S):
                     _LOGGER.warning("%s: still opening after %.0f s; starting anyway", supervisor.name, _FIRST_OPEN_TIMEOUT_S)
@@ -243,6 +250,8 @@ class App:
                 self.press()
             self._set_state(State.READY)
             self._say(Status.READY.value)
+            if self._notifier is not None:
+                self._notifier.notify("READY=1", "STATUS=ready")
             while not self._stop_requested.is_set():
                 if exit_after_presses and self.presses_done >= presses:
                     break
@@ -255,6 +264,8 @@ class App:
             self._set_state(State.STOPPED)
 
     def _step(self) -> None:
+        if self._notifier is not None:
+            self._notifier.pet()  # only a turning loop gets here: a hung analysis or sink starves the watchdog
         self._announce_outages()
         now = time.monotonic()
         if self._continuous and now >= self._next_tick:
@@ -294,12 +305,17 @@ class App:
     def _on_button(self, kind: ButtonEvent) -> None:
         self.press(kind)
 
+    def _on_part_status(self, part: str, up: bool, detail: str = "") -> None:
+        self.post(Event(EventKind.PART_UP if up else EventKind.PART_DOWN, part=part, detail=detail))
+
     # ---- one description
 
     def _describe(self, *, continuous: bool) -> None:
         if not continuous:
             self._stop_speech()
             self._play(self.parts.earcon)
+            if self.parts.bridge is not None and self.config.bridge.haptic:
+                self.parts.bridge.haptic()
         self._set_state(State.CAPTURING)
         try:
             if "camera" in self._down:
@@ -468,7 +484,12 @@ def open_parts(config: Config) -> Iterator[Parts]:
         voice = stack.enter_context(load_voice(speech.voice or None, speech.espeak_voice))
         cache = PhraseCache(voice, rate=speech.rate, volume=speech.volume, cache_dir=speech.cache_path)
         sink = stack.enter_context(open_sink(endpoint))
-        lux, switch = open_light(config.light, real=real)
+        bridge = None
+        if config.bridge.port:
+            from edge.hw.bridge import Bridge
+
+            bridge = stack.enter_context(Bridge.open(config.bridge))
+        lux, switch = open_light(config.light, real=real, bridge=bridge)
         stack.callback(lux.close)
         camera = Camera(config.camera)
         stack.callback(camera.close)
@@ -482,4 +503,5 @@ def open_parts(config: Config) -> Iterator[Parts]:
             switch=switch,
             open_button=lambda emit: open_button(config.button, emit, real=real),
             earcon=earcon(voice.sample_rate, volume=0.4 * speech.volume),
+            bridge=bridge,
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import threading
+import time
 
 from edge.cli_config import add_config_arguments, config_from_args
 
@@ -37,14 +39,35 @@ def _count(text: str) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Run the loop; SIGTERM/SIGINT stop it, SIGHUP (systemctl reload) re-reads the config and restarts it.
+
+    A config that fails to load on reload is logged and the running one is kept.
+    """
     from edge.app import App, open_parts
+    from edge.errors import ConfigError
+    from edge.service import Notifier
 
     extra = {"camera.source": "demo", "app.hw": "fake"} if args.demo else {}
     config = config_from_args(args, extra)
-    with open_parts(config) as parts:
-        app = App(config, parts)
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(signum, lambda *_: app.stop())
-        app.run(presses=args.presses, exit_after_presses=args.exit_after_presses)
+    notifier = Notifier()
+    presses = args.presses
+    while True:
+        reload = threading.Event()
+        with open_parts(config) as parts:
+            app = App(config, parts, notifier=notifier)
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: app.stop())
+            signal.signal(signal.SIGHUP, lambda *_: (reload.set(), app.stop()))
+            app.run(presses=presses, exit_after_presses=args.exit_after_presses)
+        if not reload.is_set():
+            break
+        notifier.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        presses = 0
+        try:
+            config = config_from_args(args, extra)
+            _LOGGER.info("configuration reloaded")
+        except ConfigError as exc:
+            _LOGGER.error("reload: %s; keeping the running configuration", exc)
+    notifier.notify("STOPPING=1")
     _LOGGER.info("stopped")
     return 0

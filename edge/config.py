@@ -74,7 +74,8 @@ class LightConfig:
 
     source: str = field(default="frame", metadata=_choices("frame", "gpio", "serial"))
     """"frame" (brightness of the captured frame), "gpio" (LDR + capacitor on `pin`, falls back to
-    "frame" when it cannot be opened) or "serial" (MCU lux sensor; not available yet)."""
+    "frame" when it cannot be opened) or "serial" (the MCU's lux sensor over [bridge]; frame
+    brightness stands in while its readings are older than bridge.stale_s)."""
     pin: str = "GPIO27"
     """gpiozero pin of the LDR/capacitor light sensor (source = "gpio")."""
     night_lux: float = field(default=10.0, metadata=_min(0.0))
@@ -91,11 +92,6 @@ class LightConfig:
     """With no face found and a frame darker than this mean luma, say "too dark"."""
 
     def __post_init__(self) -> None:
-        if self.source == "serial":
-            raise ConfigError(
-                'light.source = "serial": the MCU lux sensor is not supported yet (it comes with the '
-                'firmware bridge); use "gpio" or "frame"'
-            )
         if self.day_lux <= self.night_lux:
             raise ConfigError(
                 f"light.day_lux ({self.day_lux}) must be greater than light.night_lux ({self.night_lux})"
@@ -241,6 +237,41 @@ class OffloadConfig:
             raise ConfigError(f"offload.token_file {path}: cannot read ({exc.strerror})") from None
 
 
+_PYSERIAL_SCHEMES = ("loop", "socket", "rfc2217", "spy", "alt", "hwgrep", "cp2110")
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """The serial bridge to the MCU (firmware_bridge/): lux sensor, second button, haptic motor, battery."""
+
+    port: str = ""
+    """Serial port of the MCU: "/dev/ttyAMA0" (the Pi's UART pins), "/dev/ttyACM0" (USB),
+    "/dev/glasses-bridge" (systemd/99-glasses-bridge.rules), a pyserial URL ("loop://"), or "sim"
+    (the firmware simulator on a pty, no board needed); empty = no bridge."""
+    baudrate: int = field(default=115200, metadata=_min(1200, 4_000_000))
+    """UART speed; must match the firmware (firmware_bridge/firmware/bridge.py, 115200)."""
+    timeout_s: float = field(default=3.0, metadata=_min(1.5, 60.0))
+    """No valid frame for this long (the firmware sends one every second) = link down: close and reopen."""
+    stale_s: float = field(default=5.0, metadata=_min(0.5))
+    """A lux reading older than this is not used: frame brightness decides until readings are back."""
+    lux_interval_ms: int = field(default=500, metadata=_min(50, 60_000))
+    """How often the MCU sends a lux reading (told to it on every connect)."""
+    haptic: bool = True
+    """Buzz the MCU's vibration motor once when a press is taken (felt even in a noisy street)."""
+
+    def __post_init__(self) -> None:
+        port = self.port
+        if port and port != "sim" and not port.startswith("/") and "://" not in port:
+            raise ConfigError(
+                f"bridge.port {port!r}: expected a device path (/dev/ttyAMA0), a pyserial URL (loop://) or \"sim\""
+            )
+        scheme = port.partition("://")[0] if "://" in port else ""
+        if scheme and scheme not in _PYSERIAL_SCHEMES:
+            raise ConfigError(
+                f"bridge.port {port!r}: unknown URL scheme {scheme!r}; pyserial knows {', '.join(_PYSERIAL_SCHEMES)}"
+            )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration, one section per part."""
@@ -252,6 +283,13 @@ class Config:
     speech: SpeechConfig = field(default_factory=SpeechConfig)
     app: AppConfig = field(default_factory=AppConfig)
     offload: OffloadConfig = field(default_factory=OffloadConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+
+    def __post_init__(self) -> None:
+        if self.light.source == "serial" and not self.bridge.port:
+            raise ConfigError(
+                'light.source = "serial" needs bridge.port (e.g. "/dev/ttyAMA0", or "sim" for the simulator)'
+            )
 
 
 SECTIONS: dict[str, type] = {f.name: f.default_factory for f in dataclasses.fields(Config)}  # type: ignore[misc]

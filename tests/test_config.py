@@ -121,9 +121,11 @@ def test_edge_hw_env_alias():
     assert load_config(env={"EDGE_HW": "fake"}).app.use_real_hw is False
 
 
-def test_serial_light_source_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match=r'light\.source = "serial".*not supported yet'):
+def test_serial_light_source_needs_the_bridge_port(tmp_path):
+    with pytest.raises(ConfigError, match=r'light\.source = "serial" needs bridge\.port'):
         load_config(write(tmp_path, '[light]\nsource = "serial"\n'), env={})
+    config = load_config(write(tmp_path, '[light]\nsource = "serial"\n[bridge]\nport = "sim"\n'), env={})
+    assert (config.light.source, config.bridge.port) == ("serial", "sim")
 
 
 def test_thresholds_need_hysteresis(tmp_path):

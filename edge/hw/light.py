@@ -1,8 +1,8 @@
 """Ambient light: lux sources and the day/night switch that decides when the low-light branch runs.
 
 Sources: a gpiozero `LightSensor` (LDR + capacitor; its 0..1 charge-time value mapped to rough
-lux) or, as a fallback that needs no hardware, the mean brightness of the captured frame. The MCU
-lux sensor on the UART comes with the firmware bridge. `DayNightSwitch` adds hysteresis and a
+lux), the MCU's lux sensor over the serial bridge (edge/hw/bridge.py), or, as a fallback that needs
+no hardware, the mean brightness of the captured frame. `DayNightSwitch` adds hysteresis and a
 minimum dwell time so a reading hovering around a threshold does not flip the mode press to press.
 """
 
@@ -98,6 +98,49 @@ class GpioLightSensor(LuxSource):
         self._sensor.close()
 
 
+class BridgeLightSensor(LuxSource):
+    """The MCU's lux sensor (BH1750/VEML7700 over the bridge); frame brightness while it is stale.
+
+    `read()` notes which it used (`used_frame`), so `FallbackSwitch` applies the matching thresholds.
+    The bridge itself is owned (and closed) by whoever opened it.
+    """
+
+    def __init__(self, bridge: Any) -> None:
+        self.bridge = bridge
+        self.description = f"lux sensor on the MCU ({bridge.port})"
+        self._frame = FrameBrightness()
+        self.used_frame = False
+
+    def observe(self, luma: float) -> None:
+        self._frame.observe(luma)
+
+    def read(self) -> float | None:
+        lux = self.bridge.lux()
+        self.used_frame = lux is None
+        return self._frame.read() if lux is None else lux
+
+
+class FallbackSwitch:
+    """A sensor switch (lux thresholds) and a frame switch (luma thresholds), picked per reading.
+
+    Frame brightness on a rough lux scale is not the sensor's scale, so each keeps its own thresholds
+    and hysteresis; the mode is the one of the switch that saw the last reading.
+    """
+
+    def __init__(self, source: BridgeLightSensor, sensor: DayNightSwitch, frame: DayNightSwitch) -> None:
+        self.source, self.sensor, self.frame = source, sensor, frame
+        self._night = False
+
+    @property
+    def night(self) -> bool:
+        return self._night
+
+    def update(self, lux: float | None) -> bool:
+        switch = self.frame if self.source.used_frame else self.sensor
+        self._night = switch.update(lux)
+        return self._night
+
+
 class DayNightSwitch:
     """Night below `night_lux`, day above `day_lux`, and at least `min_dwell_s` in a mode.
 
@@ -141,8 +184,24 @@ class DayNightSwitch:
         return self._night
 
 
-def open_light(config: LightConfig, *, real: bool, clock: Callable[[], float] = time.monotonic) -> tuple[LuxSource, DayNightSwitch]:
-    """The configured lux source with its switch; the GPIO sensor falls back to frame brightness."""
+def open_light(
+    config: LightConfig, *, real: bool, clock: Callable[[], float] = time.monotonic, bridge: Any = None
+) -> tuple[LuxSource, Any]:
+    """The configured lux source with its switch; the GPIO sensor falls back to frame brightness.
+
+    "serial" needs the open `bridge` (edge.hw.bridge.Bridge); frame brightness stands in while its
+    readings are stale.
+    """
+    night, day = luma_to_lux(config.frame_night_luma), luma_to_lux(config.frame_day_luma)
+    if config.source == "serial" and bridge is not None:
+        sensor = BridgeLightSensor(bridge)
+        return sensor, FallbackSwitch(
+            sensor,
+            DayNightSwitch(config.night_lux, config.day_lux, config.min_dwell_s, clock=clock),
+            DayNightSwitch(night, day, config.min_dwell_s, clock=clock),
+        )
+    if config.source == "serial":
+        _LOGGER.warning("light: source serial but no bridge is open (bridge.port); using frame brightness")
     if config.source == "gpio" and real:
         try:
             source: LuxSource = GpioLightSensor(config.pin)
@@ -151,5 +210,4 @@ def open_light(config: LightConfig, *, real: bool, clock: Callable[[], float] = 
             _LOGGER.warning("%s; using frame brightness instead", exc)
     elif config.source == "gpio":
         _LOGGER.info("light: no GPIO (app.hw fake); using frame brightness")
-    night, day = luma_to_lux(config.frame_night_luma), luma_to_lux(config.frame_day_luma)
     return FrameBrightness(), DayNightSwitch(night, day, config.min_dwell_s, clock=clock)

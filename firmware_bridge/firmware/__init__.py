@@ -1,0 +1,1 @@
+"""MicroPython firmware for the bridge MCU; the host imports wire.py from here (one definition of the frames)."""
