@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("edge.cli_run", "the wearer loop: button → camera → expression → speech"),
     "bench": ("edge.cli_bench", "per-stage and press-to-first-audio latency, p50/p95/p99 (--json, --plot)"),
     "check-config": ("edge.cli_config", "print the effective configuration as TOML, or the error (exit 2)"),
+    "doctor": ("edge.cli_doctor", "check camera, button, lux, bridge, audio, voice, models, heat, disk; what to fix"),
     "serve": ("edge.cli_serve", "the offload AI server: HTTPS POST /v1/analyze with per-device tokens"),
     "token": ("edge.cli_token", "add/remove/list offload device tokens (printed once, stored hashed)"),
 }
