@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edge.vision.enhance import BLUR_KSIZE, BLUR_SIGMA, ENHANCER_VERSION
+from edge.vision.enhance import ENHANCER_VERSION, SMOOTHING
 from export.darken import render_dark_random
 
 _LOGGER = logging.getLogger(__name__)
@@ -50,9 +50,10 @@ class GainMapNet(nn.Module):
     — ops that every runtime (onnxruntime, TFLite XNNPACK) runs fast.
     """
 
-    def __init__(self, width: int = 16) -> None:
+    def __init__(self, width: int = 16, levels: int = 1) -> None:
         super().__init__()
         w = width
+        self.levels = levels
         self.e1 = nn.Conv2d(3, w, 3, stride=2, padding=1)  # 32
         self.e2 = nn.Conv2d(w, 2 * w, 3, stride=2, padding=1)  # 16
         self.e3 = nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1)  # 8
@@ -60,11 +61,12 @@ class GainMapNet(nn.Module):
         self.d3 = nn.Conv2d(2 * w, 2 * w, 3, padding=1)
         self.d2 = nn.Conv2d(2 * w, w, 3, padding=1)
         self.d1 = nn.Conv2d(w, w, 3, padding=1)
-        self.head = nn.Conv2d(w, 4, 1)
-        self.register_buffer("is_gain", torch.tensor([1.0, 1.0, 1.0, 0.0]).view(1, 4, 1, 1), persistent=False)
-        with torch.no_grad():  # start near the average answer: gain ×3, light smoothing
+        self.head = nn.Conv2d(w, 3 + levels, 1)
+        mask = torch.tensor([1.0, 1.0, 1.0] + [0.0] * levels).view(1, 3 + levels, 1, 1)
+        self.register_buffer("is_gain", mask, persistent=False)
+        with torch.no_grad():  # start near the average answer: gain ×3, some smoothing
             self.head.weight.mul_(0.1)
-            self.head.bias.copy_(torch.tensor([0.45, 0.45, 0.45, 0.0]))
+            self.head.bias.copy_(torch.tensor([0.45, 0.45, 0.45] + [0.0] * levels))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image * (1.0 / 255.0)
@@ -76,28 +78,32 @@ class GainMapNet(nn.Module):
         f2 = F.relu(self.d2(F.interpolate(f3, scale_factor=2.0, mode="nearest") + f2))
         f1 = F.relu(self.d1(F.interpolate(f2, scale_factor=2.0, mode="nearest") + f1))
         z = self.head(f1)
-        # Channels 0-2 are gains, 3 the smoothing weight. Selected with a constant mask rather than
+        # Channels 0-2 are gains, then the smoothing weights. Selected with a constant mask rather than
         # slices + concat: onnx2tf mis-converts a channel concat after slicing (wrong output shape).
         return self.is_gain * torch.exp(MAX_LOG_GAIN * torch.tanh(z)) + (1.0 - self.is_gain) * torch.sigmoid(z)
 
 
-def _gaussian_kernel() -> torch.Tensor:
-    k = cv2.getGaussianKernel(BLUR_KSIZE, BLUR_SIGMA).astype(np.float32)
-    k2 = torch.from_numpy(k @ k.T)
-    return k2[None, None].repeat(3, 1, 1, 1)
+def _gaussian_kernels() -> list[tuple[int, torch.Tensor]]:
+    out = []
+    for ksize, sigma in SMOOTHING:
+        k = cv2.getGaussianKernel(ksize, sigma).astype(np.float32)
+        out.append((ksize, torch.from_numpy(k @ k.T)[None, None].repeat(3, 1, 1, 1)))
+    return out
 
 
-_KERNEL = _gaussian_kernel()
+_KERNELS = _gaussian_kernels()
 
 
 def apply_maps_torch(frame: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
     """Differentiable twin of edge.vision.enhance.apply_maps: frame N×3×H×W in [0, 1]."""
     h, w = frame.shape[2:]
     grid = F.interpolate(maps, size=(h, w), mode="bilinear", align_corners=False)
-    pad = BLUR_KSIZE // 2
-    smooth = F.conv2d(F.pad(frame, (pad, pad, pad, pad), mode="reflect"), _KERNEL, groups=3)
-    out = grid[:, :3] * (frame + grid[:, 3:4] * (smooth - frame))
-    return out.clamp(0.0, 1.0)
+    out = frame
+    for level, (ksize, kernel) in enumerate(_KERNELS[: maps.shape[1] - 3]):
+        pad = ksize // 2
+        smooth = F.conv2d(F.pad(frame, (pad, pad, pad, pad), mode="reflect"), kernel, groups=3)
+        out = out + grid[:, 3 + level : 4 + level] * (smooth - out)
+    return (grid[:, :3] * out).clamp(0.0, 1.0)
 
 
 def thumbnails(frames: np.ndarray) -> np.ndarray:
@@ -195,7 +201,20 @@ def train(args: argparse.Namespace) -> Path:
     val = Pairs(fer_val, [], args.seed + 1)
     val_batches = [val.fer_batch(100) for _ in range(2)]
 
-    model = GainMapNet(args.width)
+    model = GainMapNet(args.width, args.levels)
+    if args.init:  # start from an earlier run: every layer that fits, the head's gain/first-weight channels
+        init = torch.load(args.init, weights_only=False)["model"]
+        own = model.state_dict()
+        for key, value in init.items():
+            if own[key].shape == value.shape:
+                own[key] = value
+            else:
+                n = min(own[key].shape[0], value.shape[0])
+                own[key][:n] = value[:n]
+                if key == "head.bias":
+                    own[key][n:] = -3.0  # new smoothing levels start almost off: the run starts where the old one ended
+        model.load_state_dict(own)
+        _LOGGER.info("initialised from %s", args.init)
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     args.work.mkdir(parents=True, exist_ok=True)
     ckpt = args.work / "enhancer.pt"
@@ -238,7 +257,7 @@ def train(args: argparse.Namespace) -> Path:
                          step, running, history[-1]["val_psnr_fer"], time.perf_counter() - started)
             tmp = ckpt.with_suffix(".tmp")
             torch.save({"model": model.state_dict(), "optimiser": optimiser.state_dict(), "step": step,
-                        "history": history, "width": args.width, "seed": args.seed,
+                        "history": history, "width": args.width, "levels": args.levels, "seed": args.seed,
                         "fer_faces": args.fer_faces, "cpu_s": round(time.process_time() - cpu_started, 1)}, tmp)
             tmp.replace(ckpt)
     return ckpt
@@ -267,7 +286,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     state = torch.load(args.work / "enhancer.pt", weights_only=False)
-    model = GainMapNet(state["width"])
+    levels = state.get("levels", 1)
+    model = GainMapNet(state["width"], levels)
     model.load_state_dict(state["model"])
     model.eval()
 
@@ -284,7 +304,7 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     fp32_onnx = convert.to_onnx(model, torch.from_numpy(thumbs[:1]), work / "enhancer.fp32.onnx", ["image"], ["maps"])
     tfl = convert.to_tflite(fp32_onnx, work / "enhancer.fp32.tflite", work / "enhancer.int8.tflite", samples[:100])
     out_shape = tfl["fp32"]["outputs"][0]["shape"]
-    layout = "NHWC" if out_shape[-1] == 4 and out_shape[1] != 4 else "NCHW"
+    layout = "NHWC" if out_shape[-1] == 3 + levels and out_shape[1] != 3 + levels else "NCHW"
 
     with torch.no_grad():
         reference = np.concatenate([model(torch.from_numpy(s["image"])).numpy() for s in samples])
@@ -307,11 +327,12 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     sidecar = {
         "name": "enhancer",
         "kind": "lowlight-enhancer",
-        "description": "GainMapNet: 64×64 thumbnail → 32×32 per-channel gains + smoothing weight, applied at full resolution",
+        "description": f"GainMapNet: 64×64 thumbnail → 32×32 per-channel gains + {levels} smoothing weight(s), applied at full resolution",
         "preprocessing": ENHANCER_VERSION,
         "inputs": [{"name": "image", "shape": [1, 3, THUMB, THUMB], "layout": "NCHW", "dtype": "float32",
                     "normalisation": "none: BGR 0..255 thumbnail (cv2.INTER_AREA of the whole frame), scaled inside the graph"}],
-        "outputs": [{"name": "maps", "shape": [1, 4, GRID, GRID], "channels": ["gain_b", "gain_g", "gain_r", "smooth_weight"]}],
+        "outputs": [{"name": "maps", "shape": [1, 3 + levels, GRID, GRID],
+                     "channels": ["gain_b", "gain_g", "gain_r"] + [f"smooth_weight_{k}x{k}_sigma{s:g}" for k, s in SMOOTHING[:levels]]}],
         "parameters": int(sum(p.numel() for p in model.parameters())),
         "training_data": (f"dark renderings (export/darken.render_dark_random: 2–20 % light, shot + read noise, 8-bit, colour casts, "
                           f"blur 1 in 4) of {state['fer_faces']} FER2013 Training faces and {len(train_photos)} photos of "
@@ -370,6 +391,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--levels", type=int, default=len(SMOOTHING), choices=range(1, len(SMOOTHING) + 1), help="smoothing levels the network weighs")
+    parser.add_argument("--init", type=Path, default=None, help="start from this checkpoint's weights (e.g. a run with fewer levels)")
     parser.add_argument("--fer-faces", type=int, default=8000)
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument("--log-every", type=int, default=250)

@@ -25,8 +25,9 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
     quality = results.get("quality", {})
     timing = results.get("timing", {})
     detection = results.get("detection", {})
-    dark = results.get("dark_masked", {})
-    day = results.get("daylight_masked", {})
+    acc = results.get("accuracy", {})
+    dark = {n: a["dark"] for n, a in acc.items() if "dark" in a}
+    day = {n: a["daylight"] for n, a in acc.items() if "daylight" in a}
     lights = list(quality)
     names = [n for n in ORDER if any(n in row for row in quality.values()) or n in timing or n in dark]
 
@@ -37,14 +38,16 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
         "Every number below was measured by those commands on this machine; none is copied from a paper.",
         "",
         "## What it is",
-        f"- **GainMapNet**, {spec['parameters']:,} parameters, trained here: {spec['description']}.",
+        f"- {spec['description']}; {spec['parameters']:,} parameters, trained here.",
         "  A dark camera frame is, to first order, the bright scene times a gain in gamma space plus shot noise;",
         "  the network predicts that gain per colour channel on a 32×32 grid (so it also undoes colour casts and",
-        "  uneven light) and how strongly to blend in a 5×5 Gaussian-smoothed frame (noise). The maps are",
-        "  upsampled and applied at full resolution by `edge/vision/enhance.apply_maps` (OpenCV), so the",
-        "  network's cost does not grow with the frame.",
+        "  uneven light) and how strongly to blend towards Gaussian-smoothed copies of the frame ("
+        + ", ".join(c.split("_", 2)[-1] for c in spec["outputs"][0]["channels"][3:]) + ") against the noise.",
+        "  The maps are upsampled and applied at full resolution by `edge/vision/enhance.apply_maps` (OpenCV),",
+        "  so the network's cost does not grow with the frame.",
         "- Files: " + ", ".join(f"`{e['file']}` ({e['bytes'] / 1024:.0f} KB)" for e in spec["files"].values())
-        + "; fp32 only: the network itself takes well under a millisecond (below), int8 could not save anything measurable.",
+        + "; fp32 only: the network itself takes under a millisecond (below), and the int8 TFLite file from the same",
+        "  export moved the gains too far (parity below), so int8 would save nothing measurable and cost accuracy.",
         f"- Training data: {spec['training_data']}.",
         f"- Training: {spec['training']['steps']} steps, {spec['training'].get('cpu_s')} s CPU on one thread; last validation "
         f"PSNR on dark FER2013 faces {spec['training']['history'][0]['val_psnr_fer']} dB.",
@@ -66,29 +69,39 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
             "the same noise for every method. PSNR over BGR, SSIM over luma, against the bright original. Photos: "
             + ", ".join(f"`{p}`" for p in photos) + " (every third in name order; never used for training).",
             "",
-            "| method | " + " | ".join(f"PSNR {float(l):.0%} light" for l in lights) + " | " + " | ".join(f"SSIM {float(l):.0%}" for l in lights) + " | CPU ms / 640×480 frame |",
+            "| method | " + " | ".join(f"PSNR {float(l):.0%} light" for l in lights) + " | " + " | ".join(f"SSIM {float(l):.0%}" for l in lights) + " | CPU ms / 640×480 frame, best (p50) |",
             "|---|" + "---|" * (2 * len(lights) + 1),
         ]
         for n in names:
             if not all(n in quality[l] for l in lights):
                 continue
             ms = timing.get(n, {}).get("frame_640x480_ms")
+            cost = "—" if ms is None else f"{ms['best']:.1f} ({ms['p50']:.1f})"
             lines.append(f"| {n} | " + " | ".join(f"{quality[l][n]['psnr']:.2f} dB" for l in lights) + " | "
-                         + " | ".join(f"{quality[l][n]['ssim']:.3f}" for l in lights) + f" | {'—' if ms is None else f'{ms:.1f}'} |")
+                         + " | ".join(f"{quality[l][n]['ssim']:.3f}" for l in lights) + f" | {cost} |")
         lines += [""]
     ours_t = timing.get("ours", {})
     if ours_t:
+        def ms(entry: dict[str, float]) -> str:
+            return f"**{entry['best']:.2f} ms** best, {entry['p50']:.2f} ms p50"
+
         lines += [
-            "## Speed of ours (median, one thread, onnxruntime; the TFLite file is interchangeable)",
+            "## Speed of ours (one thread, onnxruntime; the TFLite file is interchangeable)",
             "",
-            f"- 640×480 BGR frame: **{ours_t['frame_640x480_ms']:.2f} ms** (network alone on the 64×64 thumbnail: {ours_t['network_only_ms']:.2f} ms; the rest is the",
-            "  OpenCV resize, blur and multiply at full resolution).",
-            f"- face-sized crop 128×128: **{ours_t['face_crop_128_ms']:.2f} ms**; a 48×48 grey face: {ours_t['face_48_gray_ms']:.2f} ms.",
+            "Best of N timed calls is what the work costs when it has the CPU; p50 includes waiting for it —",
+            f"{results.get('machine', {}).get('note', 'a shared machine')}. Every method was timed the same way.",
+            "",
+            f"- 640×480 BGR frame: {ms(ours_t['frame_640x480_ms'])} (the network alone on the 64×64 thumbnail:",
+            f"  {ours_t['network_only_ms']['best']:.2f} ms; the rest is OpenCV resize, blur and multiply at full resolution).",
+            f"- face-sized crop 128×128: {ms(ours_t['face_crop_128_ms'])}; a 48×48 grey face: {ms(ours_t['face_48_gray_ms'])}.",
         ]
         if "TBEFN" in timing:
-            lines.append(f"- TBEFN on the same frame and thread: {timing['TBEFN']['frame_640x480_ms']:.0f} ms — ours is "
-                         f"1/{timing['TBEFN']['frame_640x480_ms'] / ours_t['frame_640x480_ms']:.0f} of it.")
-        lines += [f"- {results.get('machine', {}).get('note', '')}: absolute times are pessimistic, ratios are fair (same conditions).", ""]
+            tb = timing["TBEFN"]["frame_640x480_ms"]
+            lines.append(f"- TBEFN on the same frame and thread: {tb['best']:.0f} ms best ({tb['p50']:.0f} ms p50) — ours costs "
+                         f"1/{tb['best'] / ours_t['frame_640x480_ms']['best']:.0f} of it (best vs best). A TBEFN call spans many scheduler")
+            lines.append("  slices, so even its best includes waiting; its PROVENANCE measured ≈ 280 ms on 2 unshared threads here,")
+            lines.append(f"  and ours is {280 / ours_t['frame_640x480_ms']['best']:.0f}× cheaper than that too.")
+        lines += [""]
     if detection:
         lines += [
             "## Face detection on dark photos (6 % light, all well-lit photos of ../shared/data/faces)",
@@ -102,23 +115,29 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
         lines += [f"| {n} | {detection[n]['found']} / {detection[n]['reference']} | {_pct(detection[n]['rate'])} |" for n in names if n in detection]
         lines += [""]
     if dark:
-        model = next(iter(dark.values()))["model"]
+        first = next(iter(dark.values()))
         lines += [
             "## Expression accuracy, masked FER2013 PublicTest at 6 % light (`cache/publictest_masked_dark6.npz`)",
             "",
-            f"The shipped expression model (`{model}`) through the one pipeline, each method as the night branch,",
-            "`--lowlight auto` (the frame-brightness switch; `none` = `--lowlight off`). Reproduce ours with",
-            "`python -m export evaluate --data cache/publictest_masked_dark6.npz --json --lowlight auto`, the classical",
-            "branch with `--enhancer classical`, none with `--lowlight off`.",
+            f"The shipped expression model (`{first['model']}`, sha256 {first['model_sha256']}…) through the one pipeline, each",
+            "method as the night branch, `--lowlight auto` (the frame-brightness switch; `none` = `--lowlight off`).",
+            "Reproduce ours with `python -m export evaluate --data cache/publictest_masked_dark6.npz --json --lowlight auto`,",
+            "the classical branch with `--enhancer classical`, none with `--lowlight off`. The anchors are slow on this",
+            f"CPU, so they ran on the first {first['first']['n']} faces; that column is given for every method.",
             "",
-            "| night branch | accuracy | macro-F1 | face mesh found |",
-            "|---|---|---|---|",
+            f"| night branch | faces | accuracy | macro-F1 | mesh found the face | accuracy, first {first['first']['n']} |",
+            "|---|---|---|---|---|---|",
         ]
-        lines += [f"| {n} | {_pct(dark[n]['accuracy'])} | {dark[n]['macro_f1']:.3f} | {_pct(dark[n]['detected'])} |" for n in names if n in dark]
+        lines += [f"| {n} | {dark[n]['n']} | {_pct(dark[n]['accuracy'])} | {dark[n]['macro_f1']:.3f} | {_pct(dark[n]['detected'])} | "
+                  f"{_pct(dark[n]['first']['accuracy'])} |" for n in names if n in dark]
+        models = {r["model_sha256"] for r in [*dark.values(), *day.values()]}
+        if len(models) > 1:
+            lines += ["", f"**Caution:** these rows were measured with different expression models ({', '.join(sorted(models))}); "
+                      "the expression model was replaced while they ran. Re-run `python -m export lowlight` to compare like with like."]
         if day:
             lines += ["", "Daylight masked PublicTest (`cache/publictest_masked.npz`), same model, same switch:", "",
-                      "| night branch | accuracy | macro-F1 |", "|---|---|---|"]
-            lines += [f"| {n} ({day[n]['lowlight']}) | {_pct(day[n]['accuracy'])} | {day[n]['macro_f1']:.3f} |" for n in names if n in day]
+                      "| night branch | faces | accuracy | macro-F1 |", "|---|---|---|---|"]
+            lines += [f"| {n} ({day[n]['lowlight']}) | {day[n]['n']} | {_pct(day[n]['accuracy'])} | {day[n]['macro_f1']:.3f} |" for n in names if n in day]
         lines += [""]
 
     bars = []
@@ -127,23 +146,36 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
         bars.append(f"- dark masked accuracy (auto) ≥ 0.95 × daylight masked: {_pct(dark['ours']['accuracy'])} vs "
                     f"{_pct(target)} → {_bar(dark['ours']['accuracy'] >= target)}")
         if "TBEFN" in dark:
-            bars.append(f"- … and ≥ the same pipeline with TBEFN: {_pct(dark['ours']['accuracy'])} vs {_pct(dark['TBEFN']['accuracy'])} → "
-                        f"{_bar(dark['ours']['accuracy'] >= dark['TBEFN']['accuracy'])}")
+            a, b = dark["ours"]["first"]["accuracy"], dark["TBEFN"]["first"]["accuracy"]
+            n = dark["TBEFN"]["first"]["n"]
+            noise = 100 * 2 * (a * (1 - a) / n) ** 0.5
+            bars.append(f"- … and ≥ the same pipeline with TBEFN (first {n} faces): {_pct(a)} vs {_pct(b)} → {_bar(a >= b)}"
+                        + (f" (but within the ±{noise:.1f}-point sampling noise of {n} faces: read it as a tie)" if abs(a - b) * 100 < noise else ""))
     head = f"{0.06:g}"
     if head in quality and "TBEFN" in quality[head] and "TBEFN" in timing and ours_t:
         q, t = quality[head], timing
-        ok = (q["ours"]["psnr"] >= q["TBEFN"]["psnr"] and q["ours"]["ssim"] >= q["TBEFN"]["ssim"]
-              and ours_t["frame_640x480_ms"] * 20 <= t["TBEFN"]["frame_640x480_ms"])
-        bars.append(f"- ≥ TBEFN PSNR/SSIM at 6 % light ({q['ours']['psnr']:.2f} vs {q['TBEFN']['psnr']:.2f} dB, {q['ours']['ssim']:.3f} vs "
-                    f"{q['TBEFN']['ssim']:.3f}) at ≤ 1/20 of its CPU time ({ours_t['frame_640x480_ms']:.1f} vs {t['TBEFN']['frame_640x480_ms']:.0f} ms) → {_bar(ok)}")
+        ours_ms, tb_ms = ours_t["frame_640x480_ms"]["best"], t["TBEFN"]["frame_640x480_ms"]["best"]
+        ok = all(q["ours"][k] >= q["TBEFN"][k] for k in ("psnr", "ssim") for q in quality.values()) and ours_ms * 20 <= tb_ms
+        bars.append(f"- ≥ TBEFN PSNR/SSIM (at 6 % light {q['ours']['psnr']:.2f} vs {q['TBEFN']['psnr']:.2f} dB, {q['ours']['ssim']:.3f} vs "
+                    f"{q['TBEFN']['ssim']:.3f}; at every light level in the table) at ≤ 1/20 of its CPU time ({ours_ms:.1f} vs {tb_ms:.0f} ms) → {_bar(ok)}")
     if ours_t:
-        bars.append(f"- ≤ 5 ms per face crop ({ours_t['face_crop_128_ms']:.2f} ms) and ≤ 30 ms per 640×480 frame ({ours_t['frame_640x480_ms']:.2f} ms) → "
-                    f"{_bar(ours_t['face_crop_128_ms'] <= 5 and ours_t['frame_640x480_ms'] <= 30)}")
+        crop, frame = ours_t["face_crop_128_ms"], ours_t["frame_640x480_ms"]
+        bars.append(f"- ≤ 5 ms per face crop ({crop['best']:.2f} ms best, {crop['p50']:.2f} p50) and ≤ 30 ms per 640×480 frame "
+                    f"({frame['best']:.2f} ms best, {frame['p50']:.2f} p50) → {_bar(crop['p50'] <= 5 and frame['p50'] <= 30)} (on p50, i.e. even while shared)")
     if day and "ours" in day and "none" in day:
         bars.append(f"- daylight faces not made worse (auto vs no enhancement on daylight masked PublicTest): {_pct(day['ours']['accuracy'])} vs "
                     f"{_pct(day['none']['accuracy'])} → {_bar(day['ours']['accuracy'] >= day['none']['accuracy'] - 0.002)} (a 0.2-point tolerance)")
     if bars:
         lines += ["## Bars of issue 4, checked against the figures above", "", *bars, ""]
+    lines += [
+        "## Where it runs",
+        "",
+        "On the whole frame, before detection: the detector and face mesh are what fail first in the dark (table",
+        "above), and at a few milliseconds per 640×480 frame there is no reason to wait for a face box. The aligned",
+        "upper-face crop the expression model reads is then cut from the enhanced frame, so it is enhanced too.",
+        "For dataset crops (48×48 FER2013 faces) the frame *is* the face.",
+        "",
+    ]
     if (path.parent / "enhancer_sheet.png").is_file():
         lines += [
             "## Picture sheet",
@@ -163,6 +195,9 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
         "- TBEFN and SCI were trained on other data (LOL, MIT-Adobe FiveK, DARK FACE) and aim at pleasing pictures,",
         "  not at the bright original of our renderings, so PSNR/SSIM favour a model trained on the renderings.",
         "- Eight benchmark photos is a small set; the per-light tables are means over them.",
+        "- The expression model was trained on daylight faces only. The remaining dark-vs-daylight gap is in the",
+        "  classifier as much as in the picture (enhanced dark faces are still noisier and flatter); fine-tuning it",
+        "  on enhanced dark renderings of the training faces (issue 4, item 4) is the next step, not done here.",
         "",
         "## Reproduce",
         "```",

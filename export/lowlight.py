@@ -194,7 +194,7 @@ def picture_sheet(enhancers: dict[str, Any], frames: list[np.ndarray], real_dark
     """Rows: benchmark photos at 6 % light, then real dim scenes; columns: dark, each method, original."""
     from export.darken import render_dark
 
-    tile_w, tile_h = 200, 150
+    tile_w, tile_h = 160, 120
     cols = ["dark"] + [n for n in enhancers if n != "none"] + ["original"]
     rng = np.random.default_rng(seed)
     rows = []
@@ -245,6 +245,7 @@ def main(args: argparse.Namespace) -> int:
     measured = [s for s in ("quality", "timing", "detection") if s not in args.skip]
     if not args.card_only:
         enhancers, missing = methods(args)
+        chosen = {n: e for n, e in enhancers.items() if not args.methods or n in args.methods}
         all_photos = photo_paths(args.photos)
         _, bench = photo_split(all_photos)
         frames = [frame_640x480(p) for p in bench]
@@ -252,16 +253,18 @@ def main(args: argparse.Namespace) -> int:
         results["missing"] = missing
         results["machine"] = {"cpus": __import__("os").cpu_count(), "threads": 1, "torch": torch.__version__,
                               "note": "measured while the expression model trained on the other core(s)"}
+        # --methods re-measures only those methods and keeps the others' earlier figures.
         if "quality" not in args.skip:
-            results["quality"] = quality(enhancers, frames, args.seed)
+            for light, row in quality(chosen, frames, args.seed).items():
+                results.setdefault("quality", {}).setdefault(light, {}).update(row)
         if "timing" not in args.skip:
-            results["timing"] = timings(enhancers, frames[0], args.seed)
+            results.setdefault("timing", {}).update(timings(chosen, frames[0], args.seed))
         if "detection" not in args.skip:
-            results["detection"] = detection(enhancers, [frame_640x480(p) for p in all_photos], args.seed)
+            results.setdefault("detection", {}).update(detection(chosen, [frame_640x480(p) for p in all_photos], args.seed))
         if "accuracy" not in args.skip:
             accuracy_dir = args.json_out.parent / "accuracy"
             accuracy_dir.mkdir(parents=True, exist_ok=True)
-            for name in args.methods or list(enhancers):
+            for name in chosen:
                 result = accuracy(enhancers[name], name, args.dark_masked_test, args.masked_test, args.limit, args.anchor_limit)
                 (accuracy_dir / f"{slug(name)}.json").write_text(json.dumps({"name": name, **result}, indent=2))
         if "sheet" not in args.skip:

@@ -46,7 +46,7 @@ def test_onnx_and_tflite_files_give_the_same_maps_and_frames(dark_hopper):
     frames = [dark_hopper, render_dark(dark_hopper[::-1], 0.5, rng), rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)]
     for frame in frames:
         a, b = onnx.maps(frame), tflite.maps(frame)
-        assert a.shape == b.shape == (4, 32, 32)
+        assert a.shape == b.shape and a.shape[1:] == (32, 32) and a.shape[0] >= 4
         assert np.abs(a - b).max() < 1e-3
         assert np.abs(onnx.enhance(frame).astype(int) - tflite.enhance(frame).astype(int)).max() <= 1
     onnx.close(), tflite.close()
