@@ -201,6 +201,7 @@ class App:
         self._next_tick = 0.0
         self._continuous_text: str | None = None
         self._to_warm: deque[str] = deque()
+        self._warmed = 0
         self.last_phrase: str | None = None
         self.presses_done = 0
 
@@ -424,8 +425,11 @@ class App:
         text = self._to_warm.popleft()
         try:
             self.parts.cache.warm([text])
+            self._warmed += 1
         except EdgeError as exc:
             _LOGGER.warning("speech cache: cannot warm %r: %s", text, exc)
+        if not self._to_warm:
+            _LOGGER.info("speech cache: %d phrases ready", self._warmed)
 
     def _idle_state(self) -> State:
         return State.CONTINUOUS if self._continuous else State.READY
