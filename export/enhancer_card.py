@@ -150,7 +150,7 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
             n = dark["TBEFN"]["first"]["n"]
             noise = 100 * 2 * (a * (1 - a) / n) ** 0.5
             bars.append(f"- … and ≥ the same pipeline with TBEFN (first {n} faces): {_pct(a)} vs {_pct(b)} → {_bar(a >= b)}"
-                        + (f" (but within the ±{noise:.1f}-point sampling noise of {n} faces: read it as a tie)" if abs(a - b) * 100 < noise else ""))
+                        + (f" (the difference is within the ±{noise:.1f}-point sampling noise of {n} faces)" if abs(a - b) * 100 < noise else ""))
     head = f"{0.06:g}"
     if head in quality and "TBEFN" in quality[head] and "TBEFN" in timing and ours_t:
         q, t = quality[head], timing
