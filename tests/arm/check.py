@@ -18,6 +18,7 @@ Exit code 1 when a check fails or, without --skip-offline, when the cache cannot
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import os
@@ -98,10 +99,10 @@ PI_MARKERS = {**default_environment(), "platform_machine": "aarch64", "sys_platf
 """Environment markers as pip on the Pi (Bookworm's Python 3.11.2, aarch64) evaluates them."""
 
 
-def lock_entries() -> list[Requirement]:
+def lock_entries(locks: tuple[Path, ...] | None = None) -> list[Requirement]:
     """Every `name==version` line of the runtime and test locks that applies on the Pi (markers honoured)."""
     entries = []
-    for path in LOCKS:
+    for path in locks or LOCKS:
         for line in path.read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if not line:
@@ -228,8 +229,18 @@ def install(cache: Path, python: Path, wheels: Path) -> None:
     stamp.write_text(lock_digest())
 
 
-def folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+def installed_bytes(site: Path) -> dict[str, int]:
+    """Bytes on disk per installed distribution (every file its RECORD lists, .pyc included)."""
+    sizes: dict[str, int] = {}
+    for record in site.glob("*.dist-info/RECORD"):
+        name = canonicalize_name(record.parent.name.removesuffix(".dist-info").rsplit("-", 1)[0])
+        total = 0
+        for row in csv.reader(record.read_text().splitlines()):
+            path = (site / row[0]).resolve()
+            if row and path.is_file():
+                total += path.stat().st_size
+        sizes[name] = total
+    return sizes
 
 
 def check_imports(python: Path) -> dict:
@@ -406,15 +417,23 @@ def main(argv: list[str] | None = None) -> int:
             log("the lock changed: rebuilding the aarch64 venv")
             shutil.rmtree(cache / "venv")
         build_rootfs(cache)
-        entries = lock_entries()
+        per_lock = {path.name: lock_entries((path,)) for path in LOCKS}
+        entries = [r for rs in per_lock.values() for r in rs]
+        lock_of = {r.name: name for name, rs in per_lock.items() for r in rs}
         tags = pi_tags(cache / "rootfs")
         wheels = download_wheels(entries, cache / "wheels", tags)
         install(cache, python, cache / "wheels")
-        report["wheels"] = {r.name: {"file": wheels[r.name].name, "bytes": wheels[r.name].stat().st_size} for r in entries}
-        report["wheel_bytes"] = sum(w["bytes"] for w in report["wheels"].values())
         site = next((cache / "venv" / "lib").glob("python3.*/site-packages"))
-        report["installed_bytes"] = folder_bytes(site)
-        log(f"{len(entries)} aarch64 wheels, {report['wheel_bytes'] / 1e6:.1f} MB; installed {report['installed_bytes'] / 1e6:.1f} MB")
+        sizes = installed_bytes(site)
+        report["wheels"] = {
+            r.name: {"file": wheels[r.name].name, "bytes": wheels[r.name].stat().st_size, "installed_bytes": sizes.get(canonicalize_name(r.name), 0),
+                     "lock": lock_of[r.name]}
+            for r in entries
+        }
+        for lock in LOCKS:
+            mine = [w for w in report["wheels"].values() if w["lock"] == lock.name]
+            wheel_mb, disk_mb = sum(w["bytes"] for w in mine) / 1e6, sum(w["installed_bytes"] for w in mine) / 1e6
+            log(f"{lock.name}: {len(mine)} aarch64 wheels, {wheel_mb:.1f} MB; {disk_mb:.1f} MB installed")
         report["imports"] = check_imports(python)
         report["analyze"] = compare_analyze(python)
         source, report["parity"] = parity(cache, python, args.faces, max(1, args.shards), args.model_only)
