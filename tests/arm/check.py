@@ -357,6 +357,10 @@ def parity(cache: Path, python: Path, count: int, shards: int, model_only: bool)
     emulated_models = sorted(k for k in parts[0].files if "/" in k and ":" not in k)
     if models != emulated_models:
         raise CheckFailed(f"the two machines ran different models: x86_64 {models}, aarch64 {emulated_models}")
+    for key in models:
+        hashes = {str(ref[f"sha256:{key}"]), *(str(p[f"sha256:{key}"]) for p in parts)}
+        if len(hashes) > 1:
+            raise CheckFailed(f"{key}: the model file changed while the check ran (retrained/rebuilt?); run it again on a settled models/")
     detected_arm = np.concatenate([p["detected"] for p in parts])
     report: dict = {
         "faces": len(x),

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.errors import ModelError  # noqa: E402
 from edge.runtime import BACKENDS, open_model  # noqa: E402
-from edge.vision.expression import ExpressionModel, verified_file  # noqa: E402
+from edge.vision.expression import ExpressionModel, sha256_file, verified_file  # noqa: E402
 from edge.vision.faces import FaceMesh  # noqa: E402
 from edge.vision.upperface import UpperFaceSample, sample_or_whole  # noqa: E402
 
@@ -129,6 +129,8 @@ def model_outputs(images: np.ndarray, samples: list[UpperFaceSample], prefix: st
     for sidecar, variant in shipped_variants():
         spec = json.loads(sidecar.read_text())
         start = time.perf_counter()
+        # which bytes were run: models/ may be replaced by a retrained model while the check runs
+        out[f"sha256:{sidecar.stem}/{variant}"] = np.array(sha256_file(sidecar.parent / spec["files"][variant]["file"]))
         if "labels" in spec and {i["name"] for i in spec["inputs"]} <= EXPRESSION_INPUTS:
             out[f"{prefix}{sidecar.stem}/{variant}"] = expression_scores(sidecar, variant, samples)
         elif images is not None:
