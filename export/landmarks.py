@@ -43,15 +43,21 @@ def cached_landmarks(npz_path: Path, cache_dir: Path) -> dict[str, np.ndarray]:
     """Landmarks for the `x` array of npz_path, computed once and cached."""
     stat = npz_path.stat()
     cache = cache_dir / f"{npz_path.stem}.landmarks.{stat.st_size}.npz"
+    return cached_array_landmarks(lambda: np.load(npz_path)["x"], cache, npz_path.name)
+
+
+def cached_array_landmarks(load_images, cache: Path, name: str) -> dict[str, np.ndarray]:
+    """Landmarks for the images `load_images()` returns, cached in `cache` (the caller keys its name)."""
     if cache.is_file():
         return dict(np.load(cache))
-    images = np.load(npz_path)["x"]
+    cache_dir = cache.parent
+    images = load_images()
     landmarks, presence, detected = dataset_landmarks(images)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez_compressed(tmp, landmarks=landmarks.astype(np.float16), presence=presence, detected=detected)
     tmp.replace(cache)
-    _LOGGER.info("%s: %d faces detected, %d fallback", npz_path.name, detected.sum(), (~detected & (presence > 0)).sum())
+    _LOGGER.info("%s: %d faces detected, %d fallback", name, detected.sum(), (~detected & (presence > 0)).sum())
     return dict(np.load(cache))
 
 
