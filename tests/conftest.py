@@ -29,3 +29,14 @@ def face_mesh():
 
     with FaceMesh(threads=1) as mesh:
         yield mesh
+
+
+class StepClock:
+    """A fake monotonic clock that advances by `step` seconds on every reading."""
+
+    def __init__(self, step: float) -> None:
+        self.t, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.t += self.step
+        return self.t

@@ -16,7 +16,7 @@ from edge.vision import enhance
 from edge.vision.enhance import ClassicalEnhancer, LearnedEnhancer, apply_maps, brightness, day_or_night, load_enhancer
 from export.darken import render_dark
 
-from .conftest import ROOT
+from .conftest import ROOT, StepClock
 
 SIDECAR = ROOT / "models" / "enhancer.json"
 needs_model = pytest.mark.skipif(not SIDECAR.is_file(), reason="models/enhancer.json not built yet (python -m export enhancer all)")
@@ -132,15 +132,6 @@ def test_auto_mode_leaves_bright_frames_untouched(grace_hopper):
     assert out is grace_hopper and not night and level > 50 and rec.calls == 0
     _, night, _ = day_or_night(grace_hopper // 8, None, rec)
     assert night and rec.calls == 1
-
-
-class StepClock:
-    def __init__(self, step: float) -> None:
-        self.t, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.t += self.step
-        return self.t
 
 
 def test_no_sensor_frame_brightness_switch_does_not_flap_around_its_threshold():

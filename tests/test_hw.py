@@ -26,6 +26,8 @@ from edge.hw.light import (
 )
 from edge.vision.enhance import brightness as mean_luma
 
+from .conftest import StepClock
+
 WAIT = 10.0  # generous: these are waits on events, not timing assertions
 
 
@@ -233,15 +235,6 @@ def test_terminal_button_keys():
 
 
 # ---------------------------------------------------------------- light
-
-
-class StepClock:
-    def __init__(self, step: float) -> None:
-        self.t, self.step = 0.0, step
-
-    def __call__(self) -> float:
-        self.t += self.step
-        return self.t
 
 
 def changes(switch: DayNightSwitch, readings) -> int:
