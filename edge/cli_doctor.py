@@ -284,13 +284,12 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def check_models(config: Any) -> Check:
-    sidecar = config.vision.model_path
-    fix = "git checkout models/ (or make build), and make setup for the face models"
+def _bad_model_files(sidecar: Path) -> tuple[list[str], int]:
+    """(problems, files that match) for every file a model sidecar lists."""
     try:
         files = json.loads(sidecar.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError) as exc:
-        return Check("model files", FAIL, f"{sidecar}: cannot read the sidecar ({exc})", fix)
+        return [f"{sidecar}: cannot read the sidecar ({exc})"], 0
     bad, checked = [], 0
     for entry in files.values():
         path = sidecar.parent / entry["file"]
@@ -300,6 +299,13 @@ def check_models(config: Any) -> Check:
             bad.append(f"{entry['file']} sha256 mismatch")
         else:
             checked += 1
+    return bad, checked
+
+
+def check_models(config: Any) -> Check:
+    sidecar = config.vision.model_path
+    fix = "git checkout models/ (or make build), and make setup for the face models"
+    bad, checked = _bad_model_files(sidecar)
     from edge.errors import ModelError
     from edge.vision.faces import bundled_model_path
 
@@ -310,7 +316,15 @@ def check_models(config: Any) -> Check:
             bad.append(str(exc))
     if bad:
         return Check("model files", FAIL, "; ".join(bad), fix)
-    return Check("model files", OK, f"{checked} expression model files match their sha256; face models present")
+    detail = f"{checked} expression model files match their sha256; face models present"
+    enhancer = sidecar.parent / "enhancer.json"
+    if enhancer.is_file():
+        enhancer_bad, enhancer_checked = _bad_model_files(enhancer)
+        if enhancer_bad:
+            return Check("model files", WARN, f"{detail}; low-light enhancer: {'; '.join(enhancer_bad)} "
+                         "(the night branch falls back to gamma/CLAHE)", fix)
+        detail += f"; {enhancer_checked} enhancer files match"
+    return Check("model files", OK, detail)
 
 
 def check_temperature(host: Host) -> Check:

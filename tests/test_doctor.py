@@ -91,6 +91,21 @@ def test_model_file_with_a_wrong_sha256_fails(tmp_path):
     assert check.status == FAIL and f"{victim.name} sha256 mismatch" in check.detail and check.fix
 
 
+def test_model_check_warns_on_a_corrupt_enhancer(tmp_path):
+    for name in ("expression", "enhancer"):
+        sidecar = ROOT / "models" / f"{name}.json"
+        for entry in json.loads(sidecar.read_text())["files"].values():
+            shutil.copy(sidecar.parent / entry["file"], tmp_path / entry["file"])
+        shutil.copy(sidecar, tmp_path / sidecar.name)
+    config = load_config(env={}, overrides={"vision.model": str(tmp_path / "expression.json")})
+    check = doctor.check_models(config)
+    assert check.status == OK and "enhancer files match" in check.detail
+    victim = tmp_path / next(iter(json.loads((tmp_path / "enhancer.json").read_text())["files"].values()))["file"]
+    victim.write_bytes(victim.read_bytes()[:-7])
+    check = doctor.check_models(config)
+    assert check.status == "WARN" and f"{victim.name} sha256 mismatch" in check.detail and "gamma/CLAHE" in check.detail
+
+
 @pytest.mark.parametrize("millidegrees, status", [(48_500, OK), (78_000, "WARN"), (91_000, FAIL)])
 def test_cpu_temperature(tmp_path, monkeypatch, millidegrees, status):
     zone = tmp_path / "sys" / "class" / "thermal" / "thermal_zone0"
