@@ -23,10 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module)
-        importlib.import_module(module).add_arguments(p)
+        if name != chosen:
+            continue  # only the chosen command's module is imported: training ones need torch, evaluate must not
+        try:
+            importlib.import_module(module).add_arguments(p)
+        except ImportError as exc:
+            print(f"error: python -m export {name} needs {exc.name or exc}: install the training extras with `make train-setup`",
+                  file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:

@@ -64,3 +64,17 @@ def test_evaluate_rejects_a_bad_file_with_the_reason(tmp_path: Path):
     np.savez(bad, images=np.zeros((2, 48, 48), np.uint8))
     proc = _evaluate("--data", str(bad), "--json")
     assert proc.returncode == 2 and "needs arrays 'x'" in proc.stderr and proc.stdout == ""
+
+
+def test_evaluate_runs_without_the_training_extras(tmp_path):
+    """The glasses' venv has no torch: `export evaluate` must not import it, even through another command's module."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "from export.__main__ import main\n"
+        "try:\n    code = main(['evaluate', '--help'])\nexcept SystemExit as exc:\n    code = exc.code\nsys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--lowlight" in proc.stdout
+    proc = subprocess.run([sys.executable, "-c", code.replace("'evaluate'", "'enhancer'")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "make train-setup" in proc.stderr
