@@ -180,7 +180,9 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
         lines += [
             "## Picture sheet",
             "",
-            "Rows: three held-out photos at 6 % light, then the two DICM pictures (real dim scenes, no bright original).",
+            "Rows: matplotlib's public-domain Grace Hopper portrait at 3, 6 and 12 % light (the benchmark photos and",
+            "the DICM real dim scenes are third-party pictures: `python -m export lowlight` writes their sheet to",
+            "cache/enhancer/enhancer_sheet_local.png, never to models/).",
             "Columns: dark input, each method, the original.",
             "",
             "![dark / each method / original](enhancer_sheet.png)",
@@ -191,7 +193,7 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
     lines += [
         "## Limits, honestly",
         "- Trained and benchmarked on *rendered* darkness (our sensor model), not on real paired night photos (none",
-        "  are available here); the DICM rows of the sheet are the only real dim scenes, judged by eye.",
+        "  are available here); the DICM scenes (local sheet) are the only real dim scenes, judged by eye.",
         "- TBEFN and SCI were trained on other data (LOL, MIT-Adobe FiveK, DARK FACE) and aim at pleasing pictures,",
         "  not at the bright original of our renderings, so PSNR/SSIM favour a model trained on the renderings.",
         "- Eight benchmark photos is a small set; the per-light tables are means over them.",

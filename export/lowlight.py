@@ -190,8 +190,11 @@ def accuracy(enhancer: Any, name: str, dark_data: Path, day_data: Path, limit: i
     return out
 
 
-def picture_sheet(enhancers: dict[str, Any], frames: list[np.ndarray], real_dark: list[np.ndarray], path: Path, seed: int) -> None:
-    """Rows: benchmark photos at 6 % light, then real dim scenes; columns: dark, each method, original."""
+def picture_sheet(
+    enhancers: dict[str, Any], frames: list[np.ndarray], real_dark: list[np.ndarray], path: Path, seed: int,
+    lights: tuple[float, ...] = (HEADLINE_LIGHT,),
+) -> None:
+    """Rows: each photo at each light level, then real dim scenes; columns: dark, each method, original."""
     from export.darken import render_dark
 
     tile_w, tile_h = 160, 120
@@ -205,8 +208,9 @@ def picture_sheet(enhancers: dict[str, Any], frames: list[np.ndarray], real_dark
         cv2.putText(t, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (255, 255, 255), 1, cv2.LINE_AA)
         return t
 
-    for original, dark in [(f, render_dark(f, HEADLINE_LIGHT, rng)) for f in frames] + [(None, d) for d in real_dark]:
-        cells = [tile(dark, "dark" if original is not None else "real dim scene")]
+    rendered = [(f, render_dark(f, light, rng), f"dark {light:.0%}") for f in frames for light in lights]
+    for original, dark, label in rendered + [(None, d, "real dim scene") for d in real_dark]:
+        cells = [tile(dark, label)]
         cells += [tile(enhancers[n].enhance(dark), n) for n in cols[1:-1]]
         cells.append(tile(original, "original" if original is not None else "(no original)"))
         rows.append(np.hstack(cells))
@@ -214,6 +218,16 @@ def picture_sheet(enhancers: dict[str, Any], frames: list[np.ndarray], real_dark
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     _LOGGER.info("picture sheet %s (%d KB)", path, path.stat().st_size // 1024)
+
+
+def committed_sheet(enhancers: dict[str, Any], path: Path, seed: int) -> None:
+    """The sheet for models/: the public-domain demo portrait at 3, 6 and 12 % light, every method."""
+    from matplotlib import cbook
+
+    from export.enhancer import frame_640x480
+
+    portrait = frame_640x480(Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    picture_sheet(enhancers, [portrait], [], path, seed, lights=(0.03, HEADLINE_LIGHT, 0.12))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -268,8 +282,11 @@ def main(args: argparse.Namespace) -> int:
                 result = accuracy(enhancers[name], name, args.dark_masked_test, args.masked_test, args.limit, args.anchor_limit)
                 (accuracy_dir / f"{slug(name)}.json").write_text(json.dumps({"name": name, **result}, indent=2))
         if "sheet" not in args.skip:
+            # The committed sheet shows only a public-domain photo (matplotlib's Grace Hopper portrait); the
+            # benchmark photos and DICM scenes are third-party pictures, so their sheet stays in the cache.
+            committed_sheet(enhancers, args.card.parent / "enhancer_sheet.png", args.seed)
             real = [frame_640x480(p) for p in sorted(args.photos.glob("dicm_*.jpg"))]
-            picture_sheet(enhancers, frames[:3], real, args.card.parent / "enhancer_sheet.png", args.seed)
+            picture_sheet(enhancers, frames[:3], real, args.json_out.parent / "enhancer_sheet_local.png", args.seed)
         if measured:
             args.json_out.parent.mkdir(parents=True, exist_ok=True)
             args.json_out.write_text(json.dumps(results, indent=2))
