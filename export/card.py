@@ -62,7 +62,7 @@ def write_card(
         "rendered at 6 % of the light with shot and read noise (`python -m export darken`); `--lowlight auto`",
         "applies the night branch to frames with mean luma < 50 — the learned low-light enhancer when",
         "models/enhancer.json loads, else the classical gamma/CLAHE correction. About 1 % of FER2013 faces are that dark in daylight too; the",
-        "training data went through the same automatic branch.",
+        "training data goes through the same automatic branch (the shipped model's prepared data, version 3, used gamma/CLAHE there; from version 4 on, the learned enhancer as on the glasses).",
         "",
         *(["Low-light enhancer (issue #4) — what it is, PSNR/SSIM/speed vs TBEFN, SCI and gamma/CLAHE, dark accuracy: [ENHANCER_CARD.md](ENHANCER_CARD.md).", ""]
           if (path.parent / "ENHANCER_CARD.md").is_file() else []),

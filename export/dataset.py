@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.vision.enhance import day_or_night
+from edge.vision.enhance import day_or_night, load_enhancer
 from edge.vision.faces import MIN_PRESENCE
 from edge.vision.upperface import flip_sample, sample_or_whole
 from export.landmarks import cached_array_landmarks, cached_landmarks
@@ -24,9 +24,10 @@ from export.masks import mask_batch
 _LOGGER = logging.getLogger(__name__)
 
 SHARED_FER = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
-PREPARED_VERSION = 3
+PREPARED_VERSION = 4
 """Bump when prepare() changes what it stores (2: the auto low-light stage runs before alignment;
-3: masked views are aligned on the mesh found on the masked image, as on the glasses)."""
+3: masked views are aligned on the mesh found on the masked image, as on the glasses; 4: that stage
+uses the device's night branch — the learned enhancer when it loads — not always gamma/CLAHE)."""
 FERPLUS_TO_FER = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6}
 
 
@@ -52,8 +53,9 @@ def usable_landmarks(cache: dict[str, np.ndarray]) -> list[np.ndarray | None]:
 def views(images: np.ndarray, landmarks: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(faces [N,48,48], features [N,L,74], mirrored faces, mirrored features) through upperface."""
     faces, feats, ffaces, ffeats = [], [], [], []
+    enhancer = load_enhancer()  # the night branch the pipeline loads, so dark training faces look as on the glasses
     for image, lm in zip(images, landmarks):
-        image, _, _ = day_or_night(image, lowlight=None)  # the pipeline's first stage, as on the glasses
+        image, _, _ = day_or_night(image, lowlight=None, enhancer=enhancer)  # the pipeline's first stage
         s = sample_or_whole(image, lm)
         f = flip_sample(s)
         faces.append(s.face), feats.append(s.features), ffaces.append(f.face), ffeats.append(f.features)
