@@ -36,8 +36,10 @@ def write_card(
         "- Test-time mirror averaging (face + its mirror image) on the device, as in evaluation.",
         "- Files: " + ", ".join("`%s` (%.0f KB)" % (e["file"], e["bytes"] / 1024) for e in spec["files"].values()) + ".",
         "- Training data: FER2013 Training (research-use licence), FER+ votes (MIT) blended 30 % into the targets,",
-        "  each face seen as clean or with one of our synthetic masks (export/masks.py) with probability ½,",
-        "  mirrored with probability ½, small random shift/rotation/scale; √-inverse-frequency class weights.",
+        "  each face drawn as its clean view (40 %), masked by our generator (export/masks.py, 40 %) or dark",
+        "  (20 %: the masked or the clean face at 3–15 % light with shot/read noise, export/darken.py, then",
+        "  the device's night branch and a mesh re-detected on the enhanced image), so half of all draws are",
+        "  masked; mirrored with probability ½, small random shift/rotation/scale; √-inverse-frequency class weights.",
         "  A masked view is aligned on the mesh found on the *masked* image, as on the glasses (a mask moves",
         "  the landmarks, and 22 % of masked Training faces lose their detection and are taken whole).",
         "  Aligned on the clean face's mesh instead, the same network read 60 % on masked validation but",
@@ -61,8 +63,8 @@ def write_card(
         "pipeline re-detects the mesh on the masked image, as the glasses would. \"dark\" = the masked set",
         "rendered at 6 % of the light with shot and read noise (`python -m export darken`); `--lowlight auto`",
         "applies the night branch to frames with mean luma < 50 — the learned low-light enhancer when",
-        "models/enhancer.json loads, else the classical gamma/CLAHE correction. About 1 % of FER2013 faces are that dark in daylight too; the",
-        "training data goes through the same automatic branch (the shipped model's prepared data, version 3, used gamma/CLAHE there; from version 4 on, the learned enhancer as on the glasses).",
+        "models/enhancer.json loads, else the classical gamma/CLAHE correction. About 1 % of FER2013 faces are that",
+        "dark in daylight too; all training views go through the same automatic branch (prepared data version 5).",
         "",
         *(["Low-light enhancer (issue #4) — what it is, PSNR/SSIM/speed vs TBEFN, SCI and gamma/CLAHE, dark accuracy: [ENHANCER_CARD.md](ENHANCER_CARD.md).", ""]
           if (path.parent / "ENHANCER_CARD.md").is_file() else []),
@@ -122,14 +124,16 @@ def write_card(
         "",
         "## Training history (validation accuracy per epoch, fusion / image / landmark heads)",
         "",
-        "| epoch | loss | val clean (c / b / a) | val masked (c / b / a) | s |",
-        "|---|---|---|---|---|",
+        "| epoch | loss | val clean (c / b / a) | val masked (c / b / a) | val dark (c / b / a) | s |",
+        "|---|---|---|---|---|---|",
     ]
+
+    def heads(r: dict | None) -> str:
+        return "—" if r is None else f"{r['fusion']:.3f} / {r['face']:.3f} / {r['landmarks']:.3f}"
+
     for row in history:
-        c, m = row["val_clean"], row["val_masked"]
         lines.append(
-            f"| {row['epoch']} | {row['loss']} | {c['fusion']:.3f} / {c['face']:.3f} / {c['landmarks']:.3f} | "
-            f"{m['fusion']:.3f} / {m['face']:.3f} / {m['landmarks']:.3f} | {row['seconds']} |"
+            f"| {row['epoch']} | {row['loss']} | {heads(row['val_clean'])} | {heads(row['val_masked'])} | {heads(row.get('val_dark'))} | {row['seconds']} |"
         )
     lines += [
         "",

@@ -221,6 +221,29 @@ class _CalibrationReader:
         self._iter = iter(self._samples)
 
 
+ELEMENTWISE = ("Add", "Mul", "Div", "Sub")
+
+
+def float_chain(graph: Any, seed_types: Sequence[str]) -> list[str]:
+    """Names of the nodes to keep in float: those of `seed_types` and every elementwise node fed by them.
+
+    Mish is Min → Exp → Add → Mul → Add → Div (→ Mul): seeding with Exp/Min keeps the whole chain in
+    float while residual Adds elsewhere in the net, which no seed feeds, are still quantised.
+    """
+    seeds = set(seed_types)
+    keep = {n.name for n in graph.node if n.op_type in seeds}
+    float_tensors = {o for n in graph.node if n.name in keep for o in n.output}
+    changed = bool(keep)
+    while changed:
+        changed = False
+        for n in graph.node:
+            if n.name not in keep and n.op_type in ELEMENTWISE and any(i in float_tensors for i in n.input):
+                keep.add(n.name)
+                float_tensors.update(n.output)
+                changed = True
+    return [n.name for n in graph.node if n.name in keep]
+
+
 def quantize_onnx_int8(
     fp32_path: Path,
     out_path: Path,
@@ -243,7 +266,7 @@ def quantize_onnx_int8(
     with tempfile.TemporaryDirectory(prefix="quant-") as tmp_dir, _atomic_path(out_path) as tmp_out:
         prepped = Path(tmp_dir) / "prepped.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=False)
-        keep_float = [n.name for n in onnx.load(str(prepped)).graph.node if n.op_type in set(float_op_types)]
+        keep_float = float_chain(onnx.load(str(prepped)).graph, float_op_types)
         if keep_float:
             _LOGGER.info("onnx int8: keeping %d %s node(s) in float", len(keep_float), "/".join(float_op_types))
         quantize_static(

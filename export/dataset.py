@@ -1,8 +1,11 @@
 """Training data: FER2013 faces through the device's own alignment, clean and synthetically masked.
 
-For every training face we keep four views, all made by edge.vision.upperface (the code the glasses
-run): clean and masked, each as is and mirrored. Masks come from our generator (export/masks.py),
-placed on the face's own mesh. Training then draws a 50/50 mix of masked and unmasked faces.
+For every training face we keep six views, all made by edge.vision.upperface (the code the glasses
+run): clean, masked and dark, each as is and mirrored. Masks come from our generator
+(export/masks.py), placed on the face's own mesh. The dark view is the masked face (even rows) or the
+clean face (odd rows) rendered at 3–15 % of the light with sensor noise (export/darken.py), then put
+through the device's night branch and re-detected on the enhanced image, exactly as the glasses see
+a face at night. Training draws clean / masked / dark as 0.4 / 0.4 / 0.2: half the faces masked.
 PublicTest is never touched here: it is for `export evaluate` only.
 """
 
@@ -17,17 +20,22 @@ import numpy as np
 
 from edge.vision.enhance import day_or_night, load_enhancer
 from edge.vision.faces import MIN_PRESENCE
-from edge.vision.upperface import flip_sample, sample_or_whole
+from edge.vision.upperface import PREPROCESSING_VERSION, flip_sample, sample_or_whole
+from export.darken import render_dark
 from export.landmarks import cached_array_landmarks, cached_landmarks
 from export.masks import mask_batch
 
 _LOGGER = logging.getLogger(__name__)
 
 SHARED_FER = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013"
-PREPARED_VERSION = 4
+PREPARED_VERSION = 5
 """Bump when prepare() changes what it stores (2: the auto low-light stage runs before alignment;
 3: masked views are aligned on the mesh found on the masked image, as on the glasses; 4: that stage
-uses the device's night branch — the learned enhancer when it loads — not always gamma/CLAHE)."""
+uses the device's night branch — the learned enhancer when it loads — not always gamma/CLAHE;
+5: dark views). The file name also carries upperface.PREPROCESSING_VERSION."""
+DARK_LIGHT = (0.03, 0.15)
+"""Light range of the dark views (log-uniform per face); the dark test set is at 0.06."""
+VIEW_NAMES = ("clean", "clean mirrored", "masked", "masked mirrored", "dark", "dark mirrored")
 FERPLUS_TO_FER = {"anger": 0, "disgust": 1, "fear": 2, "happiness": 3, "sadness": 4, "surprise": 5, "neutral": 6}
 
 
@@ -62,12 +70,21 @@ def views(images: np.ndarray, landmarks: list[np.ndarray | None]) -> tuple[np.nd
     return np.stack(faces), np.stack(feats).astype(np.float16), np.stack(ffaces), np.stack(ffeats).astype(np.float16)
 
 
+def dark_renderings(clean: np.ndarray, masked: np.ndarray, seed: int) -> np.ndarray:
+    """uint8 [N, 48, 48]: masked (even rows) or clean (odd rows) faces, each at its own light in DARK_LIGHT."""
+    rng = np.random.default_rng(seed + 1000)
+    source = masked.copy()
+    source[1::2] = clean[1::2]
+    light = np.exp(rng.uniform(np.log(DARK_LIGHT[0]), np.log(DARK_LIGHT[1]), len(source)))
+    return np.stack([render_dark(image, float(level), rng) for image, level in zip(source, light)])
+
+
 @dataclass
 class Prepared:
     faces: np.ndarray
-    """uint8 [4, N, 48, 48]: clean, clean mirrored, masked, masked mirrored."""
+    """uint8 [6, N, 48, 48]: clean, clean mirrored, masked, masked mirrored, dark, dark mirrored (VIEW_NAMES)."""
     features: np.ndarray
-    """float16 [4, N, L, 74] in the same order."""
+    """float16 [6, N, L, 74] in the same order."""
     y: np.ndarray
     targets: np.ndarray
     val: np.ndarray
@@ -84,7 +101,7 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 
 def prepare(train_npz: Path, cache_dir: Path, seed: int = 0) -> Prepared:
-    out = cache_dir / f"prepared.{PREPARED_VERSION}.{train_npz.stat().st_size}.{seed}.npz"
+    out = cache_dir / f"prepared.{PREPARED_VERSION}.{PREPROCESSING_VERSION}.{train_npz.stat().st_size}.{seed}.npz"
     if out.is_file():
         d = np.load(out)
         return Prepared(d["faces"], d["features"], d["y"], d["targets"], d["val"])
@@ -101,14 +118,21 @@ def prepare(train_npz: Path, cache_dir: Path, seed: int = 0) -> Prepared:
     # masked PublicTest, re-detected as on the glasses, read 53 %.
     masked_cache = cache_dir / f"{train_npz.stem}.masked{seed}.landmarks.{train_npz.stat().st_size}.npz"
     masked_landmarks = usable_landmarks(cached_array_landmarks(lambda: masked, masked_cache, f"{train_npz.name} masked"))
+    dark = dark_renderings(x, masked, seed)
+    enhancer = load_enhancer()
+    enhanced = np.stack([day_or_night(image, lowlight=None, enhancer=enhancer)[0] for image in dark])
+    enhancer.close()
+    dark_cache = cache_dir / f"{train_npz.stem}.dark{seed}.landmarks.{train_npz.stat().st_size}.npz"
+    dark_landmarks = usable_landmarks(cached_array_landmarks(lambda: enhanced, dark_cache, f"{train_npz.name} dark, enhanced"))
     clean_views = views(x, landmarks)
     masked_views = views(masked, masked_landmarks)
-    faces = np.stack([clean_views[0], clean_views[2], masked_views[0], masked_views[2]])
-    features = np.stack([clean_views[1], clean_views[3], masked_views[1], masked_views[3]])
+    dark_views = views(dark, dark_landmarks)
+    faces = np.stack([clean_views[0], clean_views[2], masked_views[0], masked_views[2], dark_views[0], dark_views[2]])
+    features = np.stack([clean_views[1], clean_views[3], masked_views[1], masked_views[3], dark_views[1], dark_views[3]])
     targets = soft_targets(y, data["ferplus"], data["ferplus_cols"])
     val = stratified_split(y, 0.1, seed)
     tmp = out.with_suffix(".tmp.npz")
     np.savez(tmp, faces=faces, features=features, y=y, targets=targets, val=val)
     tmp.replace(out)
-    _LOGGER.info("prepared %d faces × 4 views in %.0f s → %s", len(x), time.perf_counter() - start, out)
+    _LOGGER.info("prepared %d faces × 6 views in %.0f s → %s", len(x), time.perf_counter() - start, out)
     return Prepared(faces, features, y, targets, val)

@@ -18,15 +18,22 @@ N_CLASSES = 7
 
 
 class Mish(nn.Module):
-    """x · tanh(softplus(x)), written out so every exporter sees plain ops.
+    """x · tanh(softplus(x)), written as x · n / (n + 2) with n = eˣ(eˣ + 2) — the same function.
 
-    Its exp/log chain does not survive int8 (eˣ spans orders of magnitude, so one int8 scale
-    flattens the small values): export/build.py keeps these elementwise ops in float in both int8
-    files (export/build.FLOAT_OPS) and quantises the convolutions and matrix products around them.
+    tanh(log(1 + eˣ)) = ((1 + eˣ)² − 1) / ((1 + eˣ)² + 1) = n / (n + 2). This form exports as Min, Exp,
+    Add, Mul, Div, which onnxruntime runs vectorised; its Softplus kernel is scalar and cost 5× more
+    (120 vs 24 µs on a [2, 96, 47] activation). x is capped at 20 inside the exponential, where
+    n / (n + 2) is 1 in float32, so nothing overflows.
+
+    Its exp chain does not survive int8 (eˣ spans orders of magnitude, so one int8 scale flattens the
+    small values): export/build.py keeps these elementwise ops in float in both int8 files
+    (export/build.FLOAT_OPS) and quantises the convolutions and matrix products around them.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.tanh(nn.functional.softplus(x))
+        e = torch.exp(torch.minimum(x, torch.tensor(20.0, dtype=x.dtype)))
+        n = e * (e + 2)
+        return x * n / (n + 2)
 
 
 class LandmarkHogNet(nn.Module):

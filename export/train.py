@@ -2,8 +2,8 @@
 
 One run gives all three models on the same split, the same data mix and the same number of steps,
 so the model-card table compares like with like and fits a 2-core CPU session. Each epoch draws
-each training face once, masked or not with probability ½ and mirrored with probability ½, plus a
-small random shift/rotation of the image. The loss is class-weighted (√ inverse frequency: disgust
+each training face once as its clean, masked or dark view (VIEW_MIX; half of all draws are masked),
+mirrored with probability ½, plus a small random shift/rotation of the image. The loss is class-weighted (√ inverse frequency: disgust
 has 436 faces) on soft targets (FER2013 label blended with FER+ votes). Checkpoints every epoch;
 `--resume` continues an interrupted run.
 """
@@ -25,6 +25,17 @@ from export.dataset import SHARED_FER, Prepared, prepare
 from export.nets import FaceNet, FusionNet, LandmarkHogNet
 
 _LOGGER = logging.getLogger(__name__)
+
+
+VIEW_MIX = (0.4, 0.4, 0.2)
+"""Probability of the clean, masked and dark view of a face in a training draw (dark rows alternate
+masked and clean, so masked faces are half of all draws)."""
+
+
+def draw_views(rng: np.random.Generator, n: int) -> np.ndarray:
+    """View index (dataset.VIEW_NAMES) for n training draws: a kind from VIEW_MIX, then mirrored or not."""
+    kind = rng.choice(len(VIEW_MIX), size=n, p=VIEW_MIX)
+    return 2 * kind + rng.integers(0, 2, n)
 
 
 def class_weights(y: np.ndarray) -> torch.Tensor:
@@ -68,13 +79,12 @@ def batch_views(data: Prepared, idx: np.ndarray, view: np.ndarray) -> tuple[torc
 
 
 @torch.no_grad()
-def evaluate_views(model: FusionNet, data: Prepared, idx: np.ndarray, masked: bool) -> dict[str, float]:
-    """Validation accuracy of fusion / image / landmark heads, with test-time mirror averaging."""
+def evaluate_views(model: FusionNet, data: Prepared, idx: np.ndarray, base: int) -> dict[str, float]:
+    """Validation accuracy of fusion / image / landmark heads on one view (0 clean, 2 masked, 4 dark), mirror-averaged."""
     model.eval()
     correct = np.zeros(3)
     for start in range(0, len(idx), 512):
         chunk = idx[start : start + 512]
-        base = 2 if masked else 0
         outs = [torch.stack(model.all_logits(*batch_views(data, chunk, np.full(len(chunk), base + m)))) for m in (0, 1)]
         pred = ((outs[0] + outs[1]) / 2).argmax(dim=2).numpy()
         correct += (pred == data.y[chunk]).sum(axis=1)
@@ -106,7 +116,7 @@ def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, see
         order = rng.permutation(train_idx)
         for b in range(0, len(order), batch):
             idx = order[b : b + batch]
-            view = rng.integers(0, 4, len(idx))
+            view = draw_views(rng, len(idx))
             faces, feats = batch_views(data, idx, view)
             faces = jitter(faces, trng)
             fused, face_only, lmk_only = model.all_logits(faces, feats)
@@ -120,8 +130,9 @@ def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, see
         row = {
             "epoch": epoch,
             "loss": round(total / len(order), 4),
-            "val_clean": evaluate_views(model, data, val_idx, masked=False),
-            "val_masked": evaluate_views(model, data, val_idx, masked=True),
+            "val_clean": evaluate_views(model, data, val_idx, 0),
+            "val_masked": evaluate_views(model, data, val_idx, 2),
+            "val_dark": evaluate_views(model, data, val_idx, 4),
             "seconds": round(time.perf_counter() - start, 1),
         }
         history.append(row)

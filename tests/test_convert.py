@@ -171,3 +171,45 @@ def test_tflite_fp32_and_int8_run_on_device_runtime(model, onnx_files, tmp_path)
     int8 = convert.check_parity(ref, convert.tflite_scores_fn(infos["int8"]), _samples(6, 500), **convert.PARITY_INT8)
     assert fp32.max_score_diff < 1e-5
     assert int8.top1_agreement >= 0.95
+
+
+def test_our_mish_is_mish_and_exports_without_softplus(tmp_path) -> None:
+    import onnx
+
+    from export.nets import Mish
+
+    x = torch.linspace(-120, 120, 100_001)
+    assert torch.allclose(Mish()(x), torch.nn.functional.mish(x), atol=2e-5)
+    path = convert.to_onnx(torch.nn.Sequential(torch.nn.Linear(4, 8), Mish()).eval(), (torch.randn(1, 4),), tmp_path / "m.onnx", ["x"], ["y"])
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "Softplus" not in ops and {"Exp", "Min", "Div"} <= set(ops)
+
+
+def test_float_chain_keeps_mish_float_and_quantises_the_rest() -> None:
+    from onnx import TensorProto, helper
+
+    def node(op, ins, out):
+        return helper.make_node(op, ins, [out], name=out)
+
+    nodes = [
+        node("Conv", ["x", "w"], "c"),
+        node("Min", ["c", "k20"], "m"), node("Exp", ["m"], "e"), node("Add", ["e", "k2"], "e2"), node("Mul", ["e", "e2"], "n"),
+        node("Add", ["n", "k2"], "d"), node("Mul", ["c", "n"], "xn"), node("Div", ["xn", "d"], "mish"),
+        node("Conv", ["mish", "w2"], "c2"), node("Add", ["c2", "c"], "residual"),  # fed by convolutions only
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 4, 4])], [])
+    assert set(convert.float_chain(graph, ("Exp", "Min"))) == {"m", "e", "e2", "n", "d", "xn", "mish"}
+    assert convert.float_chain(graph, ("Softplus",)) == []
+
+
+def test_fold_linear_batchnorm_keeps_the_function() -> None:
+    from export.build import fold_linear_batchnorm
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+    net[1].running_mean.normal_(), net[1].running_var.uniform_(0.5, 2.0), net[1].weight.data.normal_()
+    net.eval()
+    x = torch.randn(8, 6)
+    before = net(x)
+    assert fold_linear_batchnorm(net) == 1 and isinstance(net[1], torch.nn.Identity)
+    assert torch.allclose(net(x), before, atol=1e-5)

@@ -121,12 +121,42 @@ def test_hog_features_are_stable_and_discriminative(face_mesh, grace_hopper):
     assert np.abs(a - c)[:, :72].mean() < 0.25 * np.abs(a - blank)[:, :72].mean()
 
 
+def test_landmark_patches_are_the_2x_face_at_the_landmark(grace_hopper):
+    face = cv2.resize(cv2.cvtColor(grace_hopper, cv2.COLOR_BGR2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
+    big = cv2.resize(face, (96, 96), interpolation=cv2.INTER_LINEAR)
+    points = np.array([[20.0, 15.0], [30.0, 10.0]], dtype=np.float32)
+    tiles = upperface.landmark_patches(face, points)
+    assert tiles.shape == (2, 22, 22) and tiles.dtype == np.uint8
+    # a landmark at face pixel (x, y) sits at 2x + ½ on the 2× face; its tile spans ±11 samples around it
+    for tile, (x, y) in zip(tiles.astype(int), points.astype(int)):
+        assert np.abs(tile - big[2 * y - 10 : 2 * y + 12, 2 * x - 10 : 2 * x + 12]).max() <= 1
+
+
+def test_landmark_patches_follow_sub_pixel_moves(grace_hopper):
+    """A landmark that moves by half a face pixel moves its tile by one 2× sample (no whole-pixel jumps)."""
+    face = cv2.resize(cv2.cvtColor(grace_hopper, cv2.COLOR_BGR2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
+    p = np.array([[21.37, 16.81]], dtype=np.float32)
+    a = upperface.landmark_patches(face, p)[0].astype(int)
+    b = upperface.landmark_patches(face, p + np.array([0.5, 0.0], np.float32))[0].astype(int)
+    assert np.abs(a[:, 1:] - b[:, :-1]).max() <= 1 and np.abs(a - b).max() > 5
+    # landmarks a hair short of a quarter pixel (half a 2× sample), then a thousandth of a pixel on:
+    # whole-pixel patch placement would jump every patch by one 2× pixel here
+    edge = (np.round(upperface.CANONICAL_UPPER * 2) / 2 + 0.2499).astype(np.float32)
+    base = upperface.landmark_features(face, edge)
+    moved = upperface.landmark_features(face, edge + np.float32(1e-3))
+    assert np.abs(moved - base)[:, :72].max() < 0.05
+
+
 def test_flip_sample_mirrors_landmarks_pairwise(face_mesh, grace_hopper):
     s = upperface.sample(grace_hopper, face_mesh.process(rgb(grace_hopper))[0].landmarks)
     f = upperface.flip_sample(s)
     assert np.array_equal(f.face, s.face[:, ::-1])
     twice = upperface.flip_sample(f)
     assert np.allclose(twice.landmarks, s.landmarks) and np.allclose(twice.features, s.features)
+    # the mirror's tiles are reused from the sample; resampling the mirrored face gives the same bytes
+    assert np.array_equal(f.features, upperface.landmark_features(f.face, f.landmarks))
+    bare = upperface.UpperFaceSample(face=s.face, features=s.features, landmarks=s.landmarks)
+    assert np.array_equal(upperface.flip_sample(bare).features, f.features)
 
 
 def test_crop_matrix_maps_roi_corners(grace_hopper):

@@ -197,7 +197,7 @@ class LandmarkModel:
     def __call__(self, rgb: np.ndarray, roi: Roi) -> tuple[np.ndarray, float]:
         matrix = roi.crop_matrix(LANDMARK_SIZE)
         crop = cv2.warpAffine(rgb, matrix, (LANDMARK_SIZE, LANDMARK_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mesh, flag = self._model.run([(crop.astype(np.float32) / 255.0)[None]])
+        mesh, flag = self._model.run([np.multiply(crop, np.float32(1 / 255), dtype=np.float32)[None]])  # one pass, 0..1
         points = mesh.reshape(NUM_LANDMARKS, 3).astype(np.float32)
         inverse = cv2.invertAffineTransform(matrix)
         xy = points[:, :2] @ inverse[:, :2].T + inverse[:, 2]

@@ -10,19 +10,28 @@ camera faces the way it saw its training data. From that aligned face we take:
 - a HOG descriptor around each of those landmarks (20×20 patch on the 2× aligned face, 2×2 cells
   of 18 orientation bins = 72 values) computed by OpenCV, plus the landmark's x, y: 74 per landmark.
 
+The resampling (alignment warp, grey conversion, the 2× patches under each landmark) is done here in
+numpy, not by OpenCV's warpAffine/resize/cvtColor: those have architecture-specific fixed-point
+kernels (OpenCV's ARM builds route them through the Carotene NEON library), which gave the Pi
+faces that differ from x86_64 ones by up to 4 grey levels and HOG features that differ by 0.4. numpy's
+float64 element-wise arithmetic is the same on both, so the HOG — which OpenCV computes identically —
+gets the same bytes. Patches are sampled at the landmark's sub-pixel position, so a landmark that
+moves by a thousandth of a pixel moves its features by as little, instead of jumping a whole pixel.
+
 export/ imports this module to build training data: there is no second copy of this code.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
-PREPROCESSING_VERSION = "upperface-1"
+PREPROCESSING_VERSION = "upperface-2"
 """Bump when anything here changes what a model sees; sidecars carry it and the device checks it."""
 
 SIZE = 48
@@ -73,6 +82,9 @@ class UpperFaceSample:
     """float32 [L, 74]: per upper-face landmark, 72 HOG values then normalised x, y."""
     landmarks: np.ndarray
     """float32 [L, 2]: the upper-face landmarks in the aligned 48×48 frame."""
+    patches: np.ndarray | None = field(default=None, repr=False, compare=False)
+    """uint8: the 2× tiles the HOG was computed on (landmark_patches layout), kept so the mirror
+    image's tiles are these, mirrored, instead of resampled (the same bytes, for less work)."""
 
     @property
     def upper(self) -> np.ndarray:
@@ -110,35 +122,97 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
-def align(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(aligned uint8 48×48 gray face, all landmarks [N, 2] in that frame).
+def warp(image: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """uint8 48×48 grey face: dst(x, y) = image(matrix⁻¹ · (x, y)), bilinear, edges replicated.
 
     Only the part of the frame that lands in the 48×48 square is converted and filtered, so the cost
-    does not grow with the camera resolution or the number of faces.
+    does not grow with the camera resolution or the number of faces. Shrinking a large camera face
+    first area-averages it by a whole factor k (to 1–2× the final size), so the 48×48 face looks like
+    FER2013's (which were downsampled), not an aliased point sample. A whole factor on a crop trimmed
+    to whole blocks takes OpenCV's exact integer path, which gives the same bytes on ARM and x86 (its
+    fractional-ratio area resize and its 2× linear resize do not: OpenCV's ARM builds run them
+    through other fixed-point kernels).
     """
-    matrix = align_matrix(landmarks)
-    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    scale = min(float(np.hypot(matrix[0, 0], matrix[1, 0])), float(np.hypot(matrix[0, 1], matrix[1, 1])))
     inverse = cv2.invertAffineTransform(matrix)
     corners = np.array([[0, 0], [SIZE, 0], [0, SIZE], [SIZE, SIZE]], dtype=np.float64) @ inverse[:, :2].T + inverse[:, 2]
     h, w = image.shape[:2]
-    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - 2, 0, [w - 1, h - 1])
-    x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 2, [x0 + 1, y0 + 1], [w, h])
+    k = max(1, math.ceil(0.5 / max(scale, 1e-6) - 1e-6))
+    x0, y0 = np.clip(np.floor(corners.min(axis=0)).astype(int) - 2 * k, 0, [w - 1, h - 1])
+    x1, y1 = np.clip(np.ceil(corners.max(axis=0)).astype(int) + 2 * k, [x0 + 1, y0 + 1], [w, h])
+    if k > 1:
+        x0, y0 = x0 - x0 % k, y0 - y0 % k  # blocks on the frame's own grid: the result does not depend on the crop
+        blocks_x, blocks_y = (x1 - x0) // k, (y1 - y0) // k
+        if blocks_x < 1 or blocks_y < 1:
+            k = 1
+        else:
+            x1, y1 = x0 + blocks_x * k, y0 + blocks_y * k
     gray = to_gray(image[y0:y1, x0:x1])
     local = matrix.copy()
     local[:, 2] += matrix[:, :2] @ np.array([x0, y0], dtype=np.float64)
-    if scale < 0.5:
-        # Shrinking a large camera face: area-average it to twice the final size first, so the
-        # 48×48 face looks like FER2013's (which were downsampled), not an aliased point sample.
-        ch, cw = gray.shape
-        nw, nh = max(1, round(cw * 2 * scale)), max(1, round(ch * 2 * scale))
-        gray = cv2.resize(gray, (nw, nh), interpolation=cv2.INTER_AREA)
-        sx, sy = nw / cw, nh / ch
-        # pixel centres: p_crop = (p_small + 0.5) / s - 0.5
-        to_crop = np.array([[1 / sx, 0, 0.5 / sx - 0.5], [0, 1 / sy, 0.5 / sy - 0.5]])
+    if k > 1:
+        gray = cv2.resize(gray, (gray.shape[1] // k, gray.shape[0] // k), interpolation=cv2.INTER_AREA)
+        # block b covers crop pixels b·k … b·k + k − 1: p_crop = k · p_small + (k − 1) / 2
+        to_crop = np.array([[k, 0, (k - 1) / 2], [0, k, (k - 1) / 2]], dtype=np.float64)
         local = local[:, :2] @ to_crop + np.hstack([np.zeros((2, 2)), local[:, 2:]])
-    face = cv2.warpAffine(gray, local, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(gray, local, (SIZE, SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def align(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(aligned uint8 48×48 gray face, all landmarks [N, 2] in that frame)."""
+    matrix = align_matrix(landmarks)
+    face = warp(image, matrix)
     points = landmarks[:, :2] @ matrix[:, :2].T + matrix[:, 2]
     return face, points.astype(np.float32)
+
+
+_TILE = PATCH + 2
+"""A HOG window plus one pixel of context on each side, so the gradients at its edge are the face's."""
+_OFFSETS = ((np.arange(_TILE) - (_TILE - 1) / 2) / HOG_SCALE).astype(np.float32)
+"""Sample offsets of a tile in 48×48 face pixels around its landmark (step ½: the 2× face)."""
+
+
+@lru_cache(maxsize=4)
+def _grid(n: int) -> tuple[int, int, tuple[tuple[int, int], ...]]:
+    """(rows, columns, top-left of the HOG window in each tile) for n tiles laid out row by row."""
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    return rows, cols, tuple(((k % cols) * _TILE + 1, (k // cols) * _TILE + 1) for k in range(n))
+
+
+def landmark_patches(face: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """uint8 [n, 22, 22]: the 2× face around each landmark, sampled at its sub-pixel position."""
+    return _tiles(_patch_grid(face, points), len(points))
+
+
+def _patch_grid(face: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """All landmark tiles in one image (rows × columns of 22×22), made by one cv2.remap (bilinear, edges replicated)."""
+    rows, cols, _ = _grid(len(points))
+    pts = np.zeros((rows * cols, 2), dtype=np.float32)
+    pts[: len(points)] = points
+    pts = pts.reshape(rows, 1, cols, 1, 2)
+    map_x = np.broadcast_to(pts[..., 0] + _OFFSETS[None, None, None, :], (rows, _TILE, cols, _TILE)).reshape(rows * _TILE, cols * _TILE)
+    map_y = np.broadcast_to(pts[..., 1] + _OFFSETS[None, :, None, None], (rows, _TILE, cols, _TILE)).reshape(rows * _TILE, cols * _TILE)
+    return cv2.remap(face, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _tiles(grid: np.ndarray, n: int) -> np.ndarray:
+    rows, cols = grid.shape[0] // _TILE, grid.shape[1] // _TILE
+    return grid.reshape(rows, _TILE, cols, _TILE).transpose(0, 2, 1, 3).reshape(rows * cols, _TILE, _TILE)[:n]
+
+
+def _untiles(tiles: np.ndarray) -> np.ndarray:
+    rows, cols, _ = _grid(len(tiles))
+    full = np.zeros((rows * cols, _TILE, _TILE), dtype=tiles.dtype)
+    full[: len(tiles)] = tiles
+    return np.ascontiguousarray(full.reshape(rows, cols, _TILE, _TILE).transpose(0, 2, 1, 3).reshape(rows * _TILE, cols * _TILE))
+
+
+def _features(grid: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    hog = _HOG.compute(grid, (PATCH // 2, PATCH // 2), (0, 0), _grid(len(upper))[2])
+    lo, hi = upper.min(axis=0), upper.max(axis=0)
+    shape = (upper - lo) / np.maximum(hi - lo, 1e-6)
+    return np.concatenate([hog.reshape(len(upper), HOG_LEN), shape], axis=1).astype(np.float32)
 
 
 def landmark_features(face: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -148,12 +222,7 @@ def landmark_features(face: np.ndarray, points: np.ndarray) -> np.ndarray:
     face's size and position and keeps only its shape.
     """
     upper = points[UPPER_LANDMARKS] if len(points) != len(UPPER_LANDMARKS) else points
-    big = cv2.resize(face, (SIZE * HOG_SCALE, SIZE * HOG_SCALE), interpolation=cv2.INTER_LINEAR)
-    top_left = np.clip(np.round(upper * HOG_SCALE - PATCH / 2), 0, SIZE * HOG_SCALE - PATCH).astype(int)
-    hog = _HOG.compute(big, (PATCH // 2, PATCH // 2), (0, 0), [tuple(map(int, p)) for p in top_left])
-    lo, hi = upper.min(axis=0), upper.max(axis=0)
-    shape = (upper - lo) / np.maximum(hi - lo, 1e-6)
-    return np.concatenate([hog.reshape(len(upper), HOG_LEN), shape], axis=1).astype(np.float32)
+    return _features(_patch_grid(face, upper), upper)
 
 
 def sample(image: np.ndarray, landmarks: np.ndarray, timings: dict[str, float] | None = None) -> UpperFaceSample:
@@ -165,11 +234,12 @@ def sample(image: np.ndarray, landmarks: np.ndarray, timings: dict[str, float] |
     face, points = align(image, landmarks)
     upper = points[UPPER_LANDMARKS]
     mid = time.perf_counter()
-    features = landmark_features(face, upper)
+    grid = _patch_grid(face, upper)
+    features = _features(grid, upper)
     if timings is not None:
         timings["align"] = timings.get("align", 0.0) + (mid - start) * 1e3
         timings["features"] = timings.get("features", 0.0) + (time.perf_counter() - mid) * 1e3
-    return UpperFaceSample(face=face, features=features, landmarks=upper)
+    return UpperFaceSample(face=face, features=features, landmarks=upper, patches=grid)
 
 
 CANONICAL_UPPER = np.array(
@@ -188,7 +258,9 @@ CANONICAL_UPPER = np.array(
 
 def sample_unaligned(image: np.ndarray) -> UpperFaceSample:
     """The whole image taken as an already aligned face (no usable mesh): resize and use the mean shape."""
-    face = cv2.resize(to_gray(image), (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    h, w = image.shape[:2]
+    sx, sy = SIZE / w, SIZE / h  # the whole image onto the square, pixel centres onto pixel centres
+    face = warp(image, np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]]))
     return UpperFaceSample(face=face, features=landmark_features(face, CANONICAL_UPPER), landmarks=CANONICAL_UPPER.copy())
 
 
@@ -203,7 +275,12 @@ def flip_sample(s: UpperFaceSample) -> UpperFaceSample:
     points = s.landmarks.copy()
     points[:, 0] = SIZE - 1 - points[:, 0]
     points = points[_mirror_order()]
-    return UpperFaceSample(face=face, features=landmark_features(face, points), landmarks=points)
+    if s.patches is None or len(points) != len(UPPER_LANDMARKS):
+        grid = _patch_grid(face, points)
+    else:
+        # the mirror face's tile at a mirrored landmark is the original tile, mirrored (offsets are symmetric)
+        grid = _untiles(_tiles(s.patches, len(points))[_mirror_order()][:, :, ::-1])
+    return UpperFaceSample(face=face, features=_features(grid, points), landmarks=points, patches=grid)
 
 
 @lru_cache(maxsize=1)
