@@ -93,25 +93,6 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def fold_linear_batchnorm(net: Any) -> int:
-    """Fold each BatchNorm1d that follows a Linear into that Linear (eval mode; the same function).
-
-    onnxruntime fuses Conv + BatchNormalization itself but not Gemm + BatchNormalization, which
-    would otherwise run as its own node on every face. Returns how many it folded.
-    """
-    from torch import nn
-    from torch.nn.utils.fusion import fuse_linear_bn_eval
-
-    folded = 0
-    for seq in [m for m in net.modules() if isinstance(m, nn.Sequential)]:
-        for i in range(len(seq) - 1):
-            if isinstance(seq[i], nn.Linear) and isinstance(seq[i + 1], nn.BatchNorm1d):
-                seq[i] = fuse_linear_bn_eval(seq[i], seq[i + 1])
-                seq[i + 1] = nn.Identity()
-                folded += 1
-    return folded
-
-
 def main(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
@@ -134,7 +115,6 @@ def main(args: argparse.Namespace) -> int:
     fusion = build_model(data, state.get("width", 16))
     fusion.load_state_dict(state["model"])
     fusion.eval()
-    fold_linear_batchnorm(fusion)
     history = state.get("history", [])
 
     class Only(nn.Module):

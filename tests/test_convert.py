@@ -201,15 +201,3 @@ def test_float_chain_keeps_mish_float_and_quantises_the_rest() -> None:
     assert set(convert.float_chain(graph, ("Exp", "Min"))) == {"m", "e", "e2", "n", "d", "xn", "mish"}
     assert convert.float_chain(graph, ("Softplus",)) == []
 
-
-def test_fold_linear_batchnorm_keeps_the_function() -> None:
-    from export.build import fold_linear_batchnorm
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
-    net[1].running_mean.normal_(), net[1].running_var.uniform_(0.5, 2.0), net[1].weight.data.normal_()
-    net.eval()
-    x = torch.randn(8, 6)
-    before = net(x)
-    assert fold_linear_batchnorm(net) == 1 and isinstance(net[1], torch.nn.Identity)
-    assert torch.allclose(net(x), before, atol=1e-5)
