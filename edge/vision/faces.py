@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import cv2
@@ -79,8 +79,9 @@ class Face:
     """True when nothing was detected and the whole image was taken as the face."""
     roi: Roi
 
-    @property
+    @cached_property
     def box(self) -> tuple[int, int, int, int]:
+        """(x, y, w, h) around the landmarks, in whole pixels (computed once: sorting, position and output all ask)."""
         xy = self.landmarks[:, :2]
         x0, y0 = np.floor(xy.min(axis=0))
         x1, y1 = np.ceil(xy.max(axis=0))
@@ -89,12 +90,22 @@ class Face:
     @property
     def eye_centres(self) -> tuple[np.ndarray, np.ndarray]:
         """(image-left eye, image-right eye) centres from the eye-contour landmarks."""
-        return self.landmarks[_RIGHT_EYE_RING, :2].mean(axis=0), self.landmarks[_LEFT_EYE_RING, :2].mean(axis=0)
+        left, right = eye_centres(self.landmarks)
+        return left, right
 
 
-# Eye contours (face-mesh topology): subject's right eye, then left eye.
-_RIGHT_EYE_RING = np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])
-_LEFT_EYE_RING = np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466])
+EYE_RINGS = np.array(
+    [
+        [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246],
+        [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466],
+    ]
+)
+"""Eye contours (face-mesh topology): the subject's right eye (image left), then the left eye."""
+
+
+def eye_centres(landmarks: np.ndarray) -> np.ndarray:
+    """float32 [2, 2]: image-left and image-right eye centres, the mean of each eye contour."""
+    return landmarks[EYE_RINGS, :2].mean(axis=1).astype(np.float32)
 
 
 @lru_cache(maxsize=1)

@@ -10,13 +10,14 @@ camera faces the way it saw its training data. From that aligned face we take:
 - a HOG descriptor around each of those landmarks (20×20 patch on the 2× aligned face, 2×2 cells
   of 18 orientation bins = 72 values) computed by OpenCV, plus the landmark's x, y: 74 per landmark.
 
-The resampling (alignment warp, grey conversion, the 2× patches under each landmark) is done here in
-numpy, not by OpenCV's warpAffine/resize/cvtColor: those have architecture-specific fixed-point
-kernels (OpenCV's ARM builds route them through the Carotene NEON library), which gave the Pi
-faces that differ from x86_64 ones by up to 4 grey levels and HOG features that differ by 0.4. numpy's
-float64 element-wise arithmetic is the same on both, so the HOG — which OpenCV computes identically —
-gets the same bytes. Patches are sampled at the landmark's sub-pixel position, so a landmark that
-moves by a thousandth of a pixel moves its features by as little, instead of jumping a whole pixel.
+The same frame must give the same features on the Pi as on the x86_64 machines that train and test
+the model. OpenCV's ARM builds run some resizes through other fixed-point kernels: its 2× linear
+resize and its fractional-ratio area resize differ from x86_64 by a grey level in a third of the
+pixels, which moved HOG features by up to 0.4 and changed 3 % of the answers (tests/arm). So this
+module uses only calls measured to give the same bytes on both under emulation — warpAffine and
+remap on 8-bit images, area resize by a whole factor, BGR→grey, the HOG itself. The HOG patches are
+sampled at each landmark's sub-pixel position (one remap), so a landmark that moves by a thousandth
+of a pixel moves its features by as little, instead of jumping a whole 2× pixel.
 
 export/ imports this module to build training data: there is no second copy of this code.
 """
@@ -30,6 +31,8 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
+
+from edge.vision.faces import eye_centres  # the mesh's eye contours; re-exported for the pipeline
 
 PREPROCESSING_VERSION = "upperface-2"
 """Bump when anything here changes what a model sees; sidecars carry it and the device checks it."""
@@ -66,11 +69,6 @@ UPPER_LANDMARKS = np.array(
 )
 """Mesh indices of the upper-face subset, in a fixed order (the feature rows follow it)."""
 
-_EYE_RINGS = (
-    np.array([33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246]),
-    np.array([263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466]),
-)
-
 
 @dataclass(frozen=True)
 class UpperFaceSample:
@@ -90,11 +88,6 @@ class UpperFaceSample:
     def upper(self) -> np.ndarray:
         """uint8 [30, 48]: brows, eyes, forehead and nose bridge."""
         return self.face[:UPPER_ROWS]
-
-
-def eye_centres(landmarks: np.ndarray) -> np.ndarray:
-    """[2, 2]: image-left and image-right eye centres from the eye-contour landmarks."""
-    return np.stack([landmarks[ring, :2].mean(axis=0) for ring in _EYE_RINGS]).astype(np.float32)
 
 
 def align_matrix(landmarks: np.ndarray) -> np.ndarray:
