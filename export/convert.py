@@ -7,9 +7,8 @@ here at module top; TensorFlow and onnx2tf (training extras) are imported only i
 TFLite route: ONNX (batch fixed to 1) → onnx2tf → SavedModel → `tf.lite.TFLiteConverter`. onnx2tf keeps
 the ONNX input layout (NCHW image, 1×L×F matrix) so the device feeds the same arrays to every format;
 the int8 file has int8 weights and activations with a float32 input/output interface. Every TFLite file
-is loaded with the device runtime (`tflite_runtime` 2.14, XNNPACK) before it is accepted; an op the
-converter emits in a version that runtime lacks (e.g. int8 LOG, from Mish's softplus) is kept in float
-and the conversion is repeated.
+is loaded with the device runtime (ai-edge-litert, XNNPACK) before it is accepted; an op the converter
+emits in a version that runtime lacks is kept in float and the conversion is repeated.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ import onnx
 import torch
 
 from edge.errors import EdgeError, ModelError
+from edge.runtime import tflite_interpreter_class
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -334,14 +334,7 @@ def _tflite_feed(sample: Sample, row: int, onnx_inputs: dict[str, list[int]], ke
 
 def _load_device_interpreter(path: Path) -> Any:
     """Open a TFLite file with the runtime the glasses use, so op-version gaps show up here."""
-    try:
-        from tflite_runtime.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - tflite-runtime is a runtime requirement
-        _LOGGER.warning("tflite_runtime missing; checking %s with tf.lite.Interpreter instead", path)
-        import tensorflow as tf
-
-        Interpreter = tf.lite.Interpreter
-    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    interpreter = tflite_interpreter_class()(model_path=str(path), num_threads=1)
     interpreter.allocate_tensors()
     return interpreter
 

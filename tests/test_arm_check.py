@@ -24,7 +24,7 @@ def bookworm(tmp_path: Path) -> Path:
 def test_the_lock_pins_every_entry_exactly() -> None:
     entries = check.lock_entries()
     names = {e.name for e in entries}
-    assert {"numpy", "onnxruntime", "tflite-runtime", "mediapipe", "pytest"} <= names
+    assert {"numpy", "onnxruntime", "ai-edge-litert", "mediapipe", "pytest"} <= names
     assert all(len(e.specifier) == 1 and next(iter(e.specifier)).operator == "==" for e in entries)
 
 
@@ -41,16 +41,16 @@ def test_only_a_wheel_the_pi_accepts_counts(bookworm: Path, tmp_path: Path) -> N
     tags = set(check.pi_tags(bookworm))
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    req = Requirement("tflite-runtime==2.14.0")
+    req = Requirement("ai-edge-litert==1.4.0")
     for name in (
-        "tflite_runtime-2.14.0-cp311-cp311-manylinux2014_x86_64.whl",
-        "tflite_runtime-2.14.0-cp310-cp310-manylinux_2_34_aarch64.whl",
-        "tflite_runtime-2.13.0-cp311-cp311-manylinux_2_34_aarch64.whl",
-        "tflite_runtime-2.14.0-cp311-cp311-manylinux_2_39_aarch64.whl",
+        "ai_edge_litert-1.4.0-cp311-cp311-manylinux_2_17_x86_64.whl",
+        "ai_edge_litert-1.4.0-cp310-cp310-manylinux_2_17_aarch64.whl",
+        "ai_edge_litert-1.3.0-cp311-cp311-manylinux_2_17_aarch64.whl",
+        "ai_edge_litert-1.4.0-cp311-cp311-manylinux_2_39_aarch64.whl",
     ):
         (wheels / name).touch()
     assert check.wheel_for(req, wheels, tags) is None
-    good = wheels / "tflite_runtime-2.14.0-cp311-cp311-manylinux_2_34_aarch64.whl"
+    good = wheels / "ai_edge_litert-1.4.0-cp311-cp311-manylinux_2_17_aarch64.whl"
     good.touch()
     assert check.wheel_for(req, wheels, tags) == good
 

@@ -1,6 +1,6 @@
 """Inference backends behind one small interface.
 
-A backend is registered by name and imported lazily, so a device with only tflite-runtime never
+A backend is registered by name and imported lazily, so a device with only ai-edge-litert never
 imports onnxruntime. When the configured backend cannot be imported we fail loudly rather than
 silently running something else.
 """
@@ -32,27 +32,30 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _tflite_interpreter_class() -> type:
+def tflite_interpreter_class() -> type:
+    """The TFLite interpreter the glasses use: ai-edge-litert (tflite-runtime's successor).
+
+    Only ai-edge-litert is accepted: tflite-runtime 2.14's int8 kernels round differently on aarch64
+    and x86_64 (see README, "ARM"), so a board that silently fell back to it would not give the answers
+    measured here. Export (export/convert.py) checks every TFLite file with this same class.
+    """
     try:
-        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
-    except ImportError:
-        try:
-            from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
-        except ImportError as exc:
-            raise ModelError(
-                "no TFLite runtime installed: install tflite-runtime (or ai-edge-litert) from "
-                "requirements.txt, or set vision.backend = \"onnx\""
-            ) from exc
+        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-not-found]
+    except ImportError as exc:
+        raise ModelError(
+            "no TFLite runtime installed: install ai-edge-litert from requirements.txt "
+            "(`make setup`), or set vision.backend = \"onnx\" for the expression model"
+        ) from exc
     return Interpreter
 
 
 class TFLiteBackend:
-    """tflite-runtime with the XNNPACK delegate (the default CPU path), fixed thread count."""
+    """ai-edge-litert with the XNNPACK delegate (the default CPU path), fixed thread count."""
 
     name = "tflite"
 
     def __init__(self, path: Path, threads: int = 2, tensor_names: Sequence[str] | None = None) -> None:
-        interpreter_class = _tflite_interpreter_class()
+        interpreter_class = tflite_interpreter_class()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
             self._interpreter.allocate_tensors()

@@ -1,6 +1,6 @@
 """Import every runtime module of edge/ and the native runtimes it loads lazily; print one JSON object.
 
-Run by tests/arm/check.py with the emulated aarch64 interpreter. edge/ imports tflite-runtime,
+Run by tests/arm/check.py with the emulated aarch64 interpreter. edge/ imports ai-edge-litert,
 onnxruntime and piper only when a model or a voice is loaded, so those are imported here by name
 too. export/ is the workstation toolchain and never goes on the glasses: it is not imported.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-LAZY_RUNTIMES = ("tflite_runtime.interpreter", "onnxruntime", "piper", "gpiozero", "serial", "aiohttp")
+LAZY_RUNTIMES = ("ai_edge_litert.interpreter", "onnxruntime", "piper", "gpiozero", "serial", "aiohttp")
 """Imported inside edge/ functions (backends, voices, hardware, offload): `import edge.x` alone would not load them."""
 
 
