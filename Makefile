@@ -58,10 +58,10 @@ $(DARK): $(MASKED)
 masked-testset: $(MASKED) $(DARK)
 
 train: $(TRAIN_STAMP)
-	$(PY) -m export.train --epochs 32 --width 16 --out cache/run6
+	$(PY) -m export.train --epochs 32 --width 16 --out cache/run7
 
 build: $(TRAIN_STAMP) $(MASKED) $(DARK)
-	$(PY) -m export build --checkpoint cache/run6/fusion.pt
+	$(PY) -m export build --checkpoint cache/run7/fusion.pt
 
 evaluate: $(STAMP) $(MASKED) $(DARK)
 	$(PY) -m export evaluate --data $(FER)/fer2013_publictest.npz --json

@@ -118,13 +118,13 @@ def main(args: argparse.Namespace) -> int:
             for _ in range(args.workers)
         ]
         expression = pipelines[0].expression
-        in_use = expression.providers or ("tflite-runtime (CPU)",)
+        in_use = expression.providers or ("ai-edge-litert (CPU)",)
         if providers and providers[0] != in_use[0]:
             if args.device == "cuda":
                 raise ConfigError(f"--device cuda: onnxruntime could not start {providers[0]} (runs on {in_use[0]}); check the CUDA/cuDNN libraries")
             _LOGGER.warning("%s did not start (onnxruntime fell back to %s): check the CUDA/cuDNN libraries", providers[0], in_use[0])
         _LOGGER.info(
-            "expression model %s on %s (faces: BlazeFace + mesh on tflite-runtime, CPU); %d worker(s)",
+            "expression model %s on %s (faces: BlazeFace + mesh on ai-edge-litert, CPU); %d worker(s)",
             expression.variant, in_use[0], args.workers,
         )  # fmt: skip
         if args.device == "auto" and in_use[0] == "CPUExecutionProvider":

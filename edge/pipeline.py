@@ -121,6 +121,7 @@ class Pipeline:
                     scores=expr.scores,
                     position=position_of(face, w, h),
                     fallback=face is None or face.fallback,
+                    aligned=face is not None,
                 )
             )
         timings["total"] = sum(timings.values())

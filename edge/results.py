@@ -36,6 +36,9 @@ class FaceResult:
     position: Position
     fallback: bool
     """True when no face was detected and the whole image was taken as one aligned face."""
+    aligned: bool = True
+    """False when not even the landmark model took the image as a face, so it was read whole and
+    unaligned (only for images known to be one face: `analyze(assume_face=True)`, dataset crops)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +49,7 @@ class FaceResult:
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "position": self.position.to_json(),
             "fallback": self.fallback,
+            "aligned": self.aligned,
         }
 
 

@@ -22,7 +22,7 @@ from edge.vision.enhance import day_or_night, load_enhancer
 from edge.vision.faces import MIN_PRESENCE
 from edge.vision.upperface import PREPROCESSING_VERSION, flip_sample, sample_or_whole
 from export.darken import render_dark
-from export.landmarks import cached_array_landmarks, cached_landmarks
+from export.landmarks import cache_path, cached_array_landmarks, cached_landmarks
 from export.masks import mask_batch
 
 _LOGGER = logging.getLogger(__name__)
@@ -116,13 +116,13 @@ def prepare(train_npz: Path, cache_dir: Path, seed: int = 0) -> Prepared:
     # is aligned on the mesh the device finds on the *masked* image: a mask moves the landmarks (and
     # sometimes loses the face). Aligned on the clean mesh instead, masked validation read 60 % while
     # masked PublicTest, re-detected as on the glasses, read 53 %.
-    masked_cache = cache_dir / f"{train_npz.stem}.masked{seed}.landmarks.{train_npz.stat().st_size}.npz"
+    masked_cache = cache_path(cache_dir, train_npz, f"masked{seed}")
     masked_landmarks = usable_landmarks(cached_array_landmarks(lambda: masked, masked_cache, f"{train_npz.name} masked"))
     dark = dark_renderings(x, masked, seed)
     enhancer = load_enhancer()
     enhanced = np.stack([day_or_night(image, lowlight=None, enhancer=enhancer)[0] for image in dark])
     enhancer.close()
-    dark_cache = cache_dir / f"{train_npz.stem}.dark{seed}.landmarks.{train_npz.stat().st_size}.npz"
+    dark_cache = cache_path(cache_dir, train_npz, f"dark{seed}")
     dark_landmarks = usable_landmarks(cached_array_landmarks(lambda: enhanced, dark_cache, f"{train_npz.name} dark, enhanced"))
     clean_views = views(x, landmarks)
     masked_views = views(masked, masked_landmarks)

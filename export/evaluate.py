@@ -34,6 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--limit", type=int, default=None, help="only the first N images")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--min-presence", type=float, default=None, metavar="P",
+                        help="landmark model's face-presence level below which an image is read whole and unaligned "
+                             "(default: the device's, edge.vision.faces.MIN_PRESENCE); 0 aligns every image — a diagnosis, not a setting")
 
 
 def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -53,9 +56,11 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def predict(pipeline, x: np.ndarray, lowlight: bool | None) -> tuple[np.ndarray, dict[str, float]]:
-    """Top-1 label per image (largest face when several are found) and the share of fallback/detected faces."""
+def predict(pipeline, x: np.ndarray, lowlight: bool | None, y: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float | None]]:
+    """Top-1 label per image (largest face when several are found) and the share of images where the
+    detector found the face; given the labels `y`, also split_accuracy (aligned vs read whole)."""
     preds = np.empty(len(x), dtype=np.int64)
+    aligned = np.zeros(len(x), dtype=bool)
     detected = 0
     from edge.results import LABELS
 
@@ -64,7 +69,21 @@ def predict(pipeline, x: np.ndarray, lowlight: bool | None) -> tuple[np.ndarray,
         face = max(result.faces, key=lambda f: f.box[2] * f.box[3])
         preds[i] = LABELS.index(face.label)
         detected += not face.fallback
-    return preds, {"detected": round(detected / max(len(x), 1), 4)}
+        aligned[i] = face.aligned
+    extra: dict[str, float | None] = {"detected": round(detected / max(len(x), 1), 4)}
+    if y is not None:
+        extra.update(split_accuracy(y, preds, aligned))
+    return preds, extra
+
+
+def split_accuracy(y: np.ndarray, preds: np.ndarray, aligned: np.ndarray) -> dict[str, float | None]:
+    """Share aligned, and the accuracy of the aligned and of the whole-image reads (None when empty)."""
+    right = preds == y
+    return {
+        "aligned": round(float(aligned.mean()), 4) if len(y) else 0.0,
+        "accuracy_aligned": round(float(right[aligned].mean()), 4) if aligned.any() else None,
+        "accuracy_unaligned": round(float(right[~aligned].mean()), 4) if (~aligned).any() else None,
+    }
 
 
 def main(args: argparse.Namespace) -> int:
@@ -82,7 +101,12 @@ def main(args: argparse.Namespace) -> int:
     with Pipeline(
         model=args.model or DEFAULT_SIDECAR, backend=args.backend, precision=args.precision, threads=args.threads, max_faces=2, enhancer=enhancer
     ) as pipeline:
-        preds, extra = predict(pipeline, x, LOWLIGHT[args.lowlight])
+        if args.min_presence is not None:
+            if not 0.0 <= args.min_presence <= 1.0:
+                raise EdgeError(f"--min-presence {args.min_presence}: must be within 0..1 (a probability)")
+            pipeline.mesh.min_presence = args.min_presence
+        preds, extra = predict(pipeline, x, LOWLIGHT[args.lowlight], y)
+        extra["min_presence"] = pipeline.mesh.min_presence
         model_file = pipeline.expression.path.name
         enhancer_name = pipeline.enhancer.name
     out = report(y, preds)

@@ -2,7 +2,8 @@
 
 Training data goes through the same detector, landmark model and fallback rule as camera frames,
 so the alignment the model learns on is the alignment it meets on the glasses. Results are
-cached next to the dataset cache (one .npz per source file, keyed by its size and mtime).
+cached next to the dataset cache (one .npz per source file, keyed by its size and by the TFLite
+runtime that ran the face models: another runtime gives slightly other landmarks).
 """
 
 from __future__ import annotations
@@ -39,11 +40,17 @@ def dataset_landmarks(images: np.ndarray, threads: int = 2) -> tuple[np.ndarray,
     return landmarks, presence, detected
 
 
+def cache_path(cache_dir: Path, npz_path: Path, view: str = "") -> Path:
+    """Where the landmarks of npz_path (or of a derived `view` of its images, e.g. "masked0") are cached."""
+    from importlib.metadata import version
+
+    runtime = f"litert{version('ai-edge-litert')}"
+    return cache_dir / f"{npz_path.stem}{'.' + view if view else ''}.landmarks.{npz_path.stat().st_size}.{runtime}.npz"
+
+
 def cached_landmarks(npz_path: Path, cache_dir: Path) -> dict[str, np.ndarray]:
     """Landmarks for the `x` array of npz_path, computed once and cached."""
-    stat = npz_path.stat()
-    cache = cache_dir / f"{npz_path.stem}.landmarks.{stat.st_size}.npz"
-    return cached_array_landmarks(lambda: np.load(npz_path)["x"], cache, npz_path.name)
+    return cached_array_landmarks(lambda: np.load(npz_path)["x"], cache_path(cache_dir, npz_path), npz_path.name)
 
 
 def cached_array_landmarks(load_images, cache: Path, name: str) -> dict[str, np.ndarray]:

@@ -59,6 +59,32 @@ def test_evaluate_prints_the_contract_and_a_picture(tmp_path: Path, grace_hopper
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_split_accuracy_separates_aligned_and_whole_image_reads():
+    from export.evaluate import split_accuracy
+
+    y = np.array([0, 1, 2, 3, 4])
+    preds = np.array([0, 1, 0, 3, 0])
+    aligned = np.array([True, True, True, False, False])
+    assert split_accuracy(y, preds, aligned) == {"aligned": 0.6, "accuracy_aligned": 0.6667, "accuracy_unaligned": 0.5}
+    assert split_accuracy(y, preds, np.ones(5, bool))["accuracy_unaligned"] is None
+
+
+@pytest.mark.skipif(not MODEL_SIDECAR.is_file(), reason="models/expression.json not built yet")
+def test_min_presence_zero_aligns_every_image_and_a_bad_level_is_refused(tmp_path: Path, grace_hopper):
+    """Noise, not a face: the landmark model's presence is low, so by default it is read whole;
+    with --min-presence 0 the mesh's landmarks are taken anyway."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    data = tmp_path / "noise.npz"
+    np.savez(data, x=x, y=np.zeros(4, np.int64))
+    default = json.loads(_evaluate("--data", str(data), "--json").stdout)
+    assert default["aligned"] == 0.0 and default["accuracy_aligned"] is None and default["min_presence"] == 0.5
+    forced = json.loads(_evaluate("--data", str(data), "--json", "--min-presence", "0").stdout)
+    assert forced["aligned"] == 1.0 and forced["accuracy_unaligned"] is None and forced["min_presence"] == 0.0
+    proc = _evaluate("--data", str(data), "--json", "--min-presence", "1.5")
+    assert proc.returncode != 0 and "--min-presence 1.5: must be within 0..1" in proc.stderr and proc.stdout == ""
+
+
 def test_evaluate_rejects_a_bad_file_with_the_reason(tmp_path: Path):
     bad = tmp_path / "bad.npz"
     np.savez(bad, images=np.zeros((2, 48, 48), np.uint8))

@@ -94,6 +94,18 @@ def test_missing_sidecar_and_missing_file_name_the_fix(model_copy: Path, tmp_pat
         ExpressionModel(model_copy, backend="onnx")
 
 
+def test_tflite_runs_on_ai_edge_litert_only(monkeypatch: pytest.MonkeyPatch):
+    """The TFLite backend is ai-edge-litert (same int8 rounding on aarch64 and x86_64); without it the
+    error names the package and the ONNX alternative, and tflite-runtime is not taken instead."""
+    from edge.runtime import TFLiteBackend, tflite_interpreter_class
+
+    assert tflite_interpreter_class().__module__.startswith("ai_edge_litert")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)  # import now raises ImportError
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", sys.modules["json"])  # a decoy that must not be used
+    with pytest.raises(ModelError, match=r"install ai-edge-litert.*vision\.backend = \"onnx\""):
+        TFLiteBackend(ROOT / "models" / "expression.int8.tflite")
+
+
 def test_onnx_and_tflite_agree_on_the_shipped_model(samples):
     """fp32: the two runtimes give the same scores. int8: the two files are quantised separately, so each
     is held to the fp32 reference: scores within 0.08, and the same top-1 wherever fp32 is decisive

@@ -90,6 +90,30 @@ def test_alignment_puts_eyes_on_the_canonical_points(face_mesh, grace_hopper):
     assert np.allclose(eyes, upperface.CANONICAL_EYES, atol=0.05)
 
 
+def test_landmark_noise_between_machines_does_not_reach_the_sample(face_mesh, grace_hopper, monkeypatch):
+    """ARM and x86 face models differ by ~1e-4 px: after the EYE_GRID / POINT_GRID rounding the aligned
+    face, the tiles and the features are the same bytes; with a negligible grid they are not."""
+    landmarks = face_mesh.process(rgb(grace_hopper))[0].landmarks
+    rng = np.random.default_rng(0)
+    noisy = []
+    for _ in range(10):
+        n = landmarks.copy()
+        n[:, :2] += rng.normal(0.0, 1e-4, n[:, :2].shape).astype(np.float32)
+        noisy.append(n)
+
+    def unchanged() -> int:
+        base = upperface.sample(grace_hopper, landmarks)
+        others = [upperface.sample(grace_hopper, n) for n in noisy]
+        return sum(np.array_equal(base.face, o.face) and np.array_equal(base.features, o.features) for o in others)
+
+    base = upperface.sample(grace_hopper, landmarks)
+    assert np.array_equal(base.landmarks, upperface.snap(base.landmarks, upperface.POINT_GRID))
+    assert unchanged() >= 9  # a grid boundary within 1e-4 px of a position is rare, not impossible
+    monkeypatch.setattr(upperface, "EYE_GRID", 2.0**-30)
+    monkeypatch.setattr(upperface, "POINT_GRID", 2.0**-30)
+    assert unchanged() <= 2
+
+
 def test_alignment_undoes_rotation_and_scale(face_mesh, grace_hopper):
     base = upperface.sample(grace_hopper, face_mesh.process(rgb(grace_hopper))[0].landmarks)
     h, w = grace_hopper.shape[:2]

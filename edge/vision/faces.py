@@ -1,7 +1,7 @@
 """Face detection and 468-point landmarks with the models bundled in the mediapipe wheel.
 
 We run BlazeFace short-range and the face-landmark model directly through our runtime layer
-(tflite-runtime + XNNPACK) rather than through MediaPipe's graph, so every stage is timed and the
+(ai-edge-litert + XNNPACK) rather than through MediaPipe's graph, so every stage is timed and the
 thread count is ours. For video we do what FaceMesh does: the landmarks of one frame give the
 region of interest for the next, and the detector runs only when tracking is lost (and every
 `redetect_every` frames, to pick up people who step into view).

@@ -48,7 +48,7 @@ OFFLINE = 3
 
 # Test modules run under emulation: the ones that start no child Python (a child would be a second
 # emulated interpreter, minutes each) and that exercise what differs between the two machines —
-# native wheels (OpenCV, tflite-runtime, onnxruntime, numpy), the models and config/protocol code.
+# native wheels (OpenCV, ai-edge-litert, onnxruntime, numpy), the models and config/protocol code.
 ARM_TESTS = ("tests/test_vision.py", "tests/test_model.py", "tests/test_config.py")
 # Tests in those modules that start a child Python (`python -m edge analyze`: covered by step 4 instead).
 ARM_DESELECT = (
