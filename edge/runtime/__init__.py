@@ -148,9 +148,10 @@ class OnnxBackend:
 BACKENDS: dict[str, Callable[..., Backend]] = {"tflite": TFLiteBackend, "onnx": OnnxBackend}
 
 DEFAULT_BACKEND = "onnx"
-"""For the expression model. Measured on the 2-core x86 dev machine, one int8 inference: onnxruntime
-0.26 ms, tflite-runtime 2.14 1.32 ms (its int8 kernels were slower than its own fp32, 0.72 ms).
-The bundled face models are TFLite-only and always run on tflite-runtime."""
+"""For the expression model; the model card's figures are for its int8 ONNX file. On the 2-core x86
+dev machine (2026-12-01, one thread, a face and its mirror, p50): onnxruntime int8 0.78 ms, fp32
+1.39 ms; ai-edge-litert int8 0.60 ms, fp32 1.52 ms (tflite-runtime 2.14's int8 had been the slowest).
+The bundled face models are TFLite-only and always run on ai-edge-litert."""
 
 
 DEVICES = ("cpu", "cuda", "auto")
