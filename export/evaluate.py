@@ -58,9 +58,11 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def predict(pipeline, x: np.ndarray, lowlight: bool | None, y: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float | None]]:
     """Top-1 label per image (largest face when several are found) and the share of images where the
-    detector found the face; given the labels `y`, also split_accuracy (aligned vs read whole)."""
+    detector found the face; given the labels `y`, also split_accuracy (aligned vs read whole, and the
+    answers the glasses would speak vs those they would call "not sure")."""
     preds = np.empty(len(x), dtype=np.int64)
     aligned = np.zeros(len(x), dtype=bool)
+    answered = np.zeros(len(x), dtype=bool)
     detected = 0
     from edge.results import LABELS
 
@@ -70,20 +72,32 @@ def predict(pipeline, x: np.ndarray, lowlight: bool | None, y: np.ndarray | None
         preds[i] = LABELS.index(face.label)
         detected += not face.fallback
         aligned[i] = face.aligned
+        answered[i] = not face.unsure
     extra: dict[str, float | None] = {"detected": round(detected / max(len(x), 1), 4)}
     if y is not None:
-        extra.update(split_accuracy(y, preds, aligned))
+        extra.update(split_accuracy(y, preds, aligned, answered))
     return preds, extra
 
 
-def split_accuracy(y: np.ndarray, preds: np.ndarray, aligned: np.ndarray) -> dict[str, float | None]:
-    """Share aligned, and the accuracy of the aligned and of the whole-image reads (None when empty)."""
-    right = preds == y
-    return {
-        "aligned": round(float(aligned.mean()), 4) if len(y) else 0.0,
-        "accuracy_aligned": round(float(right[aligned].mean()), 4) if aligned.any() else None,
-        "accuracy_unaligned": round(float(right[~aligned].mean()), 4) if (~aligned).any() else None,
+def _share_and_accuracy(right: np.ndarray, part: np.ndarray, share: str, inside: str, outside: str | None) -> dict[str, float | None]:
+    out: dict[str, float | None] = {
+        share: round(float(part.mean()), 4) if len(part) else 0.0,
+        inside: round(float(right[part].mean()), 4) if part.any() else None,
     }
+    if outside is not None:
+        out[outside] = round(float(right[~part].mean()), 4) if (~part).any() else None
+    return out
+
+
+def split_accuracy(y: np.ndarray, preds: np.ndarray, aligned: np.ndarray, answered: np.ndarray | None = None) -> dict[str, float | None]:
+    """Share aligned, and the accuracy of the aligned and of the whole-image reads; given `answered`
+    (the label was spoken, not "not sure"), also that share and how often the spoken label is right
+    (None when a part is empty)."""
+    right = preds == y
+    out = _share_and_accuracy(right, aligned, "aligned", "accuracy_aligned", "accuracy_unaligned")
+    if answered is not None:
+        out.update(_share_and_accuracy(right, answered, "answered", "accuracy_answered", None))
+    return out
 
 
 def main(args: argparse.Namespace) -> int:

@@ -67,6 +67,40 @@ def test_split_accuracy_separates_aligned_and_whole_image_reads():
     aligned = np.array([True, True, True, False, False])
     assert split_accuracy(y, preds, aligned) == {"aligned": 0.6, "accuracy_aligned": 0.6667, "accuracy_unaligned": 0.5}
     assert split_accuracy(y, preds, np.ones(5, bool))["accuracy_unaligned"] is None
+    answered = np.array([True, False, True, True, False])
+    split = split_accuracy(y, preds, aligned, answered)
+    assert split["answered"] == 0.6 and split["accuracy_answered"] == 0.6667
+    assert split_accuracy(y, preds, aligned, np.zeros(5, bool))["accuracy_answered"] is None
+
+
+def test_predict_counts_the_spoken_answers_and_the_largest_face():
+    """predict() reads each image's largest face and counts "not sure" faces as not answered."""
+    from edge.results import FaceResult, FrameResult, Position
+    from export.evaluate import predict
+
+    def face(label: str, unsure: bool, size: int, aligned: bool = True) -> FaceResult:
+        return FaceResult(box=(0, 0, size, size), label=label, confidence=0.4 if unsure else 0.9, unsure=unsure,
+                          scores={}, position=Position(12, 1.0, 0.5), fallback=not aligned, aligned=aligned)
+
+    frames = [
+        FrameResult(faces=(face("sad", False, 10), face("happy", True, 30)), lowlight=False),  # largest: happy, unsure
+        FrameResult(faces=(face("angry", False, 20),), lowlight=False),
+        FrameResult(faces=(face("neutral", False, 20, aligned=False),), lowlight=False),
+    ]
+
+    class Stub:
+        def __init__(self) -> None:
+            self.frames = iter(frames)
+
+        def analyze(self, image, lowlight, assume_face):
+            assert assume_face
+            return next(self.frames)
+
+    y = np.array([LABELS.index("happy"), LABELS.index("angry"), LABELS.index("sad")])
+    preds, extra = predict(Stub(), np.zeros((3, 48, 48), np.uint8), None, y)
+    assert [LABELS[p] for p in preds] == ["happy", "angry", "neutral"]
+    assert extra["answered"] == 0.6667 and extra["accuracy_answered"] == 0.5
+    assert extra["aligned"] == 0.6667 and extra["accuracy_unaligned"] == 0.0 and extra["detected"] == 0.6667
 
 
 @pytest.mark.skipif(not MODEL_SIDECAR.is_file(), reason="models/expression.json not built yet")
