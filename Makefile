@@ -57,11 +57,24 @@ $(DARK): $(MASKED)
 
 masked-testset: $(MASKED) $(DARK)
 
-train: $(TRAIN_STAMP)
+# Two teachers (the width-16 and the 1.5x wider recipe), then the shipped width-16 student distilled
+# from their ensemble. Each run checkpoints every epoch; add --resume by hand to continue one.
+TEACHERS := cache/run7/fusion.pt cache/run8/fusion.pt
+STUDENT := cache/run9/fusion.pt
+
+cache/run7/fusion.pt: | $(TRAIN_STAMP)
 	$(PY) -m export.train --epochs 32 --width 16 --out cache/run7
 
+cache/run8/fusion.pt: | $(TRAIN_STAMP)
+	$(PY) -m export.train --epochs 30 --width 24 --out cache/run8
+
+$(STUDENT): $(TEACHERS)
+	$(PY) -m export.train --epochs 48 --width 16 --teachers $(TEACHERS) --out cache/run9
+
+train: $(STUDENT)
+
 build: $(TRAIN_STAMP) $(MASKED) $(DARK)
-	$(PY) -m export build --checkpoint cache/run7/fusion.pt
+	$(PY) -m export build --checkpoint $(STUDENT)
 
 evaluate: $(STAMP) $(MASKED) $(DARK)
 	$(PY) -m export evaluate --data $(FER)/fer2013_publictest.npz --json

@@ -115,7 +115,8 @@ def main(args: argparse.Namespace) -> int:
     fusion = build_model(data, state.get("width", 16))
     fusion.load_state_dict(state["model"])
     fusion.eval()
-    history = state.get("history", [])
+    training = {"history": state.get("history", []), "epochs": state.get("epochs"), "width": state.get("width", 16),
+                "teachers": state.get("teachers", []), "teacher_weight": state.get("teacher_weight", 0.0)}
 
     class Only(nn.Module):
         def __init__(self, which: str) -> None:
@@ -249,11 +250,11 @@ def main(args: argparse.Namespace) -> int:
         raise convert.ParityError(f"no candidate passed the export parity check: {failed}")
     best = max(results, key=lambda k: results[k]["int8"]["masked"]["accuracy"])
     _LOGGER.info("shipping %s (masked int8 accuracy %.4f)", best, results[best]["int8"]["masked"]["accuracy"])
-    ship(best, results, failed, args, history, test_x, masked_x, test_y)
+    ship(best, results, failed, args, training, test_x, masked_x, test_y)
     return 0
 
 
-def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argparse.Namespace, history: list, test_x, masked_x, test_y) -> None:
+def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argparse.Namespace, training: dict[str, Any], test_x, masked_x, test_y) -> None:
     """Copy the chosen candidate into models/ as expression.*, evaluate fp32 too, write manifest + card."""
     from export import convert
     from export.card import write_card
@@ -308,5 +309,5 @@ def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argpa
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "sidecar"} for k, v in results.items()}
-    (args.work / "results.json").write_text(json.dumps({"best": best, "results": summary, "failed": failed, "fp32": fp32, "dark": dark, "history": history}, indent=2, default=str))
-    write_card(out / "MODEL_CARD.md", best, summary, failed, fp32, dark, history, spec)
+    (args.work / "results.json").write_text(json.dumps({"best": best, "results": summary, "failed": failed, "fp32": fp32, "dark": dark, "training": training}, indent=2, default=str))
+    write_card(out / "MODEL_CARD.md", best, summary, failed, fp32, dark, training, spec)

@@ -13,12 +13,23 @@ def _pct(x: float) -> str:
 
 
 def write_card(
-    path: Path, best: str, results: dict[str, Any], failed: dict[str, str], fp32: dict[str, Any], dark: dict[str, Any], history: list, spec: dict[str, Any]
+    path: Path, best: str, results: dict[str, Any], failed: dict[str, str], fp32: dict[str, Any], dark: dict[str, Any], training: dict[str, Any], spec: dict[str, Any]
 ) -> None:
     from edge.runtime import DEFAULT_BACKEND
     from export.build import TITLES
 
     shipped = results[best]
+    history = training["history"]
+    teachers = training.get("teachers") or []
+    distilled = (
+        [
+            f"- Distilled: {_pct(training['teacher_weight'])} of each training target is the mean prediction of an",
+            f"  ensemble of {len(teachers)} earlier runs on the same split ({', '.join(f'`{t}`' for t in teachers)}) on that view",
+            "  and its mirror (`python -m export.train --teachers …`); the glasses run one network of the student's size.",
+        ]
+        if teachers
+        else []
+    )
     lines = [
         "# Model card — upper-face expression model (`models/expression.*`)",
         "",
@@ -44,6 +55,8 @@ def write_card(
         "  the landmarks, and 22 % of masked Training faces lose their detection and are taken whole).",
         "  Aligned on the clean face's mesh instead, the same network read 60 % on masked validation but",
         "  52.6 % on masked PublicTest; with device-faithful alignment validation predicts PublicTest.",
+        f"- {len(history)} epochs, image branch width {training.get('width', 16)}, one-cycle AdamW.",
+        *distilled,
         "",
         f"## Accuracy on FER2013 PublicTest (3,589 faces), shipped int8 ({DEFAULT_BACKEND}) through the device pipeline",
         "",

@@ -4,13 +4,17 @@ One run gives all three models on the same split, the same data mix and the same
 so the model-card table compares like with like and fits a 2-core CPU session. Each epoch draws
 each training face once as its clean, masked or dark view (VIEW_MIX; half of all draws are masked),
 mirrored with probability ½, plus a small random shift/rotation of the image. The loss is class-weighted (√ inverse frequency: disgust
-has 436 faces) on soft targets (FER2013 label blended with FER+ votes). Checkpoints every epoch;
-`--resume` continues an interrupted run.
+has 436 faces) on soft targets (FER2013 label blended with FER+ votes). With `--teachers`, earlier runs'
+checkpoints on the same prepared data are averaged into an ensemble whose probabilities on each view
+are blended into that view's targets (knowledge distillation: the student learns from the ensemble
+and the glasses still run one network). Checkpoints every epoch; `--resume` continues an
+interrupted run.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -78,6 +82,47 @@ def batch_views(data: Prepared, idx: np.ndarray, view: np.ndarray) -> tuple[torc
     return faces, feats
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@torch.no_grad()
+def teacher_probabilities(data: Prepared, checkpoints: list[Path], cache: Path) -> np.ndarray:
+    """float32 [3, N, 7]: the teachers' mean softmax on the clean, masked and dark view of every face,
+    each averaged with its mirrored view (the label does not change with a mirror).
+
+    Cached in `cache` under the teachers' sha256, so a resumed run blends in the same targets."""
+    key = [_sha256(p) for p in checkpoints]
+    if cache.is_file():
+        stored = np.load(cache)
+        if stored["key"].tolist() == key and stored["probs"].shape[1] == len(data.y):
+            return stored["probs"]
+    probs = np.zeros((3, len(data.y), 7), np.float32)
+    for path in checkpoints:
+        state = torch.load(path, weights_only=False)
+        model = build_model(data, state.get("width", 16))
+        model.load_state_dict(state["model"])
+        model.eval()
+        start = time.perf_counter()
+        for view in range(6):
+            for b in range(0, len(data.y), 1024):
+                idx = np.arange(b, min(b + 1024, len(data.y)))
+                logits = model(*batch_views(data, idx, np.full(len(idx), view)))
+                probs[view // 2, idx] += torch.softmax(logits, dim=1).numpy() / (2 * len(checkpoints))
+        _LOGGER.info("teacher %s: 6 views of %d faces in %.0f s", path, len(data.y), time.perf_counter() - start)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, key=np.array(key), probs=probs)
+    tmp.replace(cache)
+    return probs
+
+
+def blended_targets(targets: torch.Tensor, teacher: np.ndarray | None, idx: np.ndarray, view: np.ndarray, weight: float) -> torch.Tensor:
+    """Training targets of a batch: the soft labels, with the teachers' view probabilities blended in."""
+    if teacher is None or weight == 0.0:
+        return targets[idx]
+    return (1.0 - weight) * targets[idx] + weight * torch.from_numpy(teacher[view // 2, idx])
+
+
 @torch.no_grad()
 def evaluate_views(model: FusionNet, data: Prepared, idx: np.ndarray, base: int) -> dict[str, float]:
     """Validation accuracy of fusion / image / landmark heads on one view (0 clean, 2 masked, 4 dark), mirror-averaged."""
@@ -91,7 +136,18 @@ def evaluate_views(model: FusionNet, data: Prepared, idx: np.ndarray, base: int)
     return dict(zip(("fusion", "face", "landmarks"), (correct / len(idx)).round(4).tolist()))
 
 
-def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, seed: int, resume: bool, width: int = 16) -> Path:
+def train(
+    data: Prepared,
+    out_dir: Path,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    resume: bool,
+    width: int = 16,
+    teachers: list[Path] | None = None,
+    teacher_weight: float = 0.5,
+) -> Path:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     trng = torch.Generator().manual_seed(seed)
@@ -102,6 +158,7 @@ def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, see
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     weights = class_weights(data.y[train_idx])
     targets = torch.from_numpy(data.targets)
+    teacher = teacher_probabilities(data, teachers, out_dir / "teacher.npz") if teachers else None
     ckpt = out_dir / "checkpoint.pt"
     first_epoch, history = 0, []
     if resume and ckpt.is_file():
@@ -120,7 +177,7 @@ def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, see
             faces, feats = batch_views(data, idx, view)
             faces = jitter(faces, trng)
             fused, face_only, lmk_only = model.all_logits(faces, feats)
-            t = targets[idx]
+            t = blended_targets(targets, teacher, idx, view, teacher_weight)
             loss = soft_ce(fused, t, weights) + 0.5 * (soft_ce(face_only, t, weights) + soft_ce(lmk_only, t, weights))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -141,7 +198,8 @@ def train(data: Prepared, out_dir: Path, epochs: int, batch: int, lr: float, see
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "history": history}, tmp)
         tmp.replace(ckpt)
     final = out_dir / "fusion.pt"
-    torch.save({"model": model.state_dict(), "history": history, "width": width, "epochs": epochs}, final)
+    meta = {"width": width, "epochs": epochs, "teachers": [str(p) for p in teachers or []], "teacher_weight": teacher_weight if teachers else 0.0}
+    torch.save({"model": model.state_dict(), "history": history, **meta}, final)
     return final
 
 
@@ -158,12 +216,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--width", type=int, default=16, help="image-branch channels of the first stage (×2, ×4, ×8 after)")
+    parser.add_argument("--teachers", type=Path, nargs="*", default=[], help="fusion.pt checkpoints of earlier runs on the same data to distil from")
+    parser.add_argument("--teacher-weight", type=float, default=0.5, help="share of the teachers' probabilities in the targets")
     args = parser.parse_args()
+    for path in args.teachers:
+        if not path.is_file():
+            parser.error(f"teacher checkpoint {path} not found: train it first (make train)")
+    if not 0.0 <= args.teacher_weight <= 1.0:
+        parser.error("--teacher-weight must be between 0 and 1")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     data = prepare(args.data, args.cache, seed=args.seed)
     _LOGGER.info("training on %d faces, validating on %d", int((~data.val).sum()), int(data.val.sum()))
-    train(data, args.out, args.epochs, args.batch, args.lr, args.seed, args.resume, args.width)
+    train(data, args.out, args.epochs, args.batch, args.lr, args.seed, args.resume, args.width, args.teachers, args.teacher_weight)
 
 
 if __name__ == "__main__":
