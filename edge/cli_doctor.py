@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import json
 import logging
 import os
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.cli_config import add_config_arguments, config_from_args
+from edge.files import sha256_file
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -276,14 +276,6 @@ def check_voice(config: Any) -> Check:
     return Check("voice", OK, f"{name} says 'ready' in {clip.duration_s:.2f} s of audio")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _bad_model_files(sidecar: Path) -> tuple[list[str], int]:
     """(problems, files that match) for every file a model sidecar lists."""
     try:
@@ -295,7 +287,7 @@ def _bad_model_files(sidecar: Path) -> tuple[list[str], int]:
         path = sidecar.parent / entry["file"]
         if not path.is_file():
             bad.append(f"{entry['file']} missing")
-        elif _sha256(path) != entry.get("sha256"):
+        elif sha256_file(path) != entry.get("sha256"):
             bad.append(f"{entry['file']} sha256 mismatch")
         else:
             checked += 1

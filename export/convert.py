@@ -14,7 +14,6 @@ emits in a version that runtime lacks is kept in float and the conversion is rep
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -31,6 +30,7 @@ import onnx
 import torch
 
 from edge.errors import EdgeError, ModelError
+from edge.files import sha256_file
 from edge.runtime import tflite_interpreter_class
 
 _LOGGER = logging.getLogger(__name__)
@@ -96,15 +96,6 @@ class ParityReport:
             "min_top1_agreement": self.min_top1_agreement,
             "max_score_diff_limit": self.max_score_diff_limit,
         }
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks, so a sidecar can pin the exact model bytes."""
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

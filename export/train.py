@@ -14,7 +14,6 @@ interrupted run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import math
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge.files import sha256_file
 from export.dataset import SHARED_FER, Prepared, prepare
 from export.nets import FaceNet, FusionNet, LandmarkHogNet
 
@@ -82,17 +82,13 @@ def batch_views(data: Prepared, idx: np.ndarray, view: np.ndarray) -> tuple[torc
     return faces, feats
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 @torch.no_grad()
 def teacher_probabilities(data: Prepared, checkpoints: list[Path], cache: Path) -> np.ndarray:
     """float32 [3, N, 7]: the teachers' mean softmax on the clean, masked and dark view of every face,
     each averaged with its mirrored view (the label does not change with a mirror).
 
     Cached in `cache` under the teachers' sha256, so a resumed run blends in the same targets."""
-    key = [_sha256(p) for p in checkpoints]
+    key = [sha256_file(p) for p in checkpoints]
     if cache.is_file():
         stored = np.load(cache)
         if stored["key"].tolist() == key and stored["probs"].shape[1] == len(data.y):

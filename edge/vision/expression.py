@@ -9,7 +9,6 @@ someone who cannot check it is worse than no answer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edge.errors import ModelError
+from edge.files import sha256_file
 from edge.results import LABELS
 from edge.runtime import DEFAULT_BACKEND, Backend, open_model
 from edge.vision.upperface import PREPROCESSING_VERSION, UpperFaceSample, flip_sample
@@ -35,14 +35,6 @@ class Expression:
     label: str
     confidence: float
     unsure: bool
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 SIDECAR_KEYS = ("labels", "preprocessing", "inputs", "files", "temperature", "unsure_threshold")
