@@ -104,17 +104,14 @@ def main(args: argparse.Namespace) -> int:
     from export.evaluate import load_npz, predict
     from export.landmarks import cached_landmarks
     from export.metrics import report
-    from export.train import build_model
+    from export.train import load_checkpoint
     from edge.pipeline import Pipeline
     from edge.results import LABELS
     from edge.runtime import DEFAULT_BACKEND
 
     torch.set_num_threads(2)
     data = prepare(args.train, args.cache)
-    state = torch.load(args.checkpoint, weights_only=False)
-    fusion = build_model(data, state.get("width", 16))
-    fusion.load_state_dict(state["model"])
-    fusion.eval()
+    fusion, state = load_checkpoint(data, args.checkpoint)
     training = {"history": state.get("history", []), "epochs": state.get("epochs"), "width": state.get("width", 16),
                 "teachers": state.get("teachers", []), "teacher_weight": state.get("teacher_weight", 0.0)}
 

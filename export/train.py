@@ -76,6 +76,15 @@ def build_model(data: Prepared, width: int = 16) -> FusionNet:
     return FusionNet(landmark_net, FaceNet(width=width))
 
 
+def load_checkpoint(data: Prepared, path: Path) -> tuple[FusionNet, dict]:
+    """(model in eval mode, the saved dict) for a fusion.pt written by `train` (its width is in the file)."""
+    state = torch.load(path, weights_only=False)
+    model = build_model(data, state.get("width", 16))
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, state
+
+
 def batch_views(data: Prepared, idx: np.ndarray, view: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     faces = torch.from_numpy(data.faces[view, idx].astype(np.float32))[:, None]
     feats = torch.from_numpy(data.features[view, idx].astype(np.float32))
@@ -95,10 +104,7 @@ def teacher_probabilities(data: Prepared, checkpoints: list[Path], cache: Path) 
             return stored["probs"]
     probs = np.zeros((3, len(data.y), 7), np.float32)
     for path in checkpoints:
-        state = torch.load(path, weights_only=False)
-        model = build_model(data, state.get("width", 16))
-        model.load_state_dict(state["model"])
-        model.eval()
+        model, _ = load_checkpoint(data, path)
         start = time.perf_counter()
         for view in range(6):
             for b in range(0, len(data.y), 1024):
