@@ -73,6 +73,14 @@ $(STUDENT): $(TEACHERS)
 
 train: $(STUDENT)
 
+# GPU teachers (export/teachers.py, docs/gpu-teachers.md): the prepared views as carry-sized lossless
+# chunks for a lent GPU machine. The run itself happens there; `export.teachers targets` brings it back.
+PREPARED := $(firstword $(wildcard cache/prepared.*.npz))
+.PHONY: gpu-pack
+gpu-pack: | $(TRAIN_STAMP)
+	test -n "$(PREPARED)" || $(PY) -c "from pathlib import Path; from export.dataset import prepare, SHARED_FER; prepare(SHARED_FER / 'fer2013_train.npz', Path('cache'))"
+	$(PY) -m export.teachers pack --prepared $$(ls cache/prepared.*.npz | head -1) --out cache/gpu-pack
+
 build: $(TRAIN_STAMP) $(MASKED) $(DARK)
 	$(PY) -m export build --checkpoint $(STUDENT)
 

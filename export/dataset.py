@@ -70,12 +70,21 @@ def views(images: np.ndarray, landmarks: list[np.ndarray | None]) -> tuple[np.nd
     return np.stack(faces), np.stack(feats).astype(np.float16), np.stack(ffaces), np.stack(ffeats).astype(np.float16)
 
 
+def _draw_light(rng: np.random.Generator, n: int) -> np.ndarray:
+    return np.exp(rng.uniform(np.log(DARK_LIGHT[0]), np.log(DARK_LIGHT[1]), n))
+
+
+def dark_light_levels(n: int, seed: int) -> np.ndarray:
+    """float [N]: the light (share of daylight) each face's dark view was rendered at by dark_renderings."""
+    return _draw_light(np.random.default_rng(seed + 1000), n)
+
+
 def dark_renderings(clean: np.ndarray, masked: np.ndarray, seed: int) -> np.ndarray:
     """uint8 [N, 48, 48]: masked (even rows) or clean (odd rows) faces, each at its own light in DARK_LIGHT."""
     rng = np.random.default_rng(seed + 1000)
     source = masked.copy()
     source[1::2] = clean[1::2]
-    light = np.exp(rng.uniform(np.log(DARK_LIGHT[0]), np.log(DARK_LIGHT[1]), len(source)))
+    light = _draw_light(rng, len(source))
     return np.stack([render_dark(image, float(level), rng) for image, level in zip(source, light)])
 
 

@@ -118,6 +118,19 @@ def teacher_probabilities(data: Prepared, checkpoints: list[Path], cache: Path) 
     return probs
 
 
+def stored_soft_targets(data: Prepared, path: Path) -> np.ndarray:
+    """float32 [3, N, 7] teacher probabilities written by `python -m export.teachers targets` (GPU teachers),
+    checked against the prepared data they were made for (same faces, same order)."""
+    from export.teachers import labels_key
+
+    stored = np.load(path)
+    probs = stored["probs"].astype(np.float32)
+    if probs.shape != (3, len(data.y), 7) or str(stored["labels_sha256"]) != labels_key(data.y):
+        raise ValueError(f"{path} was made for other prepared data (shape {probs.shape}, {len(data.y)} faces here): "
+                         "regenerate it with `python -m export.teachers targets` from this data's pack")
+    return probs
+
+
 def blended_targets(targets: torch.Tensor, teacher: np.ndarray | None, idx: np.ndarray, view: np.ndarray, weight: float) -> torch.Tensor:
     """Training targets of a batch: the soft labels, with the teachers' view probabilities blended in."""
     if teacher is None or weight == 0.0:
@@ -149,6 +162,7 @@ def train(
     width: int = 16,
     teachers: list[Path] | None = None,
     teacher_weight: float = 0.5,
+    soft_targets: Path | None = None,
 ) -> Path:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -161,6 +175,9 @@ def train(
     weights = class_weights(data.y[train_idx])
     targets = torch.from_numpy(data.targets)
     teacher = teacher_probabilities(data, teachers, out_dir / "teacher.npz") if teachers else None
+    if soft_targets is not None:
+        stored = stored_soft_targets(data, soft_targets)
+        teacher = stored if teacher is None else (teacher + stored) / 2
     ckpt = out_dir / "checkpoint.pt"
     first_epoch, history = 0, []
     if resume and ckpt.is_file():
@@ -200,7 +217,8 @@ def train(
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "epoch": epoch, "history": history}, tmp)
         tmp.replace(ckpt)
     final = out_dir / "fusion.pt"
-    meta = {"width": width, "epochs": epochs, "teachers": [str(p) for p in teachers or []], "teacher_weight": teacher_weight if teachers else 0.0}
+    meta = {"width": width, "epochs": epochs, "teachers": [str(p) for p in teachers or []] + ([str(soft_targets)] if soft_targets else []),
+            "teacher_weight": teacher_weight if teacher is not None else 0.0}
     torch.save({"model": model.state_dict(), "history": history, **meta}, final)
     return final
 
@@ -219,18 +237,22 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--width", type=int, default=16, help="image-branch channels of the first stage (×2, ×4, ×8 after)")
     parser.add_argument("--teachers", type=Path, nargs="*", default=[], help="fusion.pt checkpoints of earlier runs on the same data to distil from")
+    parser.add_argument("--soft-targets", type=Path, default=None,
+                        help="soft_targets.npz of GPU teachers (python -m export.teachers targets) to distil from")
     parser.add_argument("--teacher-weight", type=float, default=0.5, help="share of the teachers' probabilities in the targets")
     args = parser.parse_args()
     for path in args.teachers:
         if not path.is_file():
             parser.error(f"teacher checkpoint {path} not found: train it first (make train)")
+    if args.soft_targets is not None and not args.soft_targets.is_file():
+        parser.error(f"soft targets {args.soft_targets} not found")
     if not 0.0 <= args.teacher_weight <= 1.0:
         parser.error("--teacher-weight must be between 0 and 1")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     data = prepare(args.data, args.cache, seed=args.seed)
     _LOGGER.info("training on %d faces, validating on %d", int((~data.val).sum()), int(data.val.sum()))
-    train(data, args.out, args.epochs, args.batch, args.lr, args.seed, args.resume, args.width, args.teachers, args.teacher_weight)
+    train(data, args.out, args.epochs, args.batch, args.lr, args.seed, args.resume, args.width, args.teachers, args.teacher_weight, args.soft_targets)
 
 
 if __name__ == "__main__":

@@ -67,3 +67,16 @@ def test_blended_targets_mix_labels_and_the_drawn_views_teacher() -> None:
     np.testing.assert_allclose(out[0], 0.75 * np.eye(7)[0] + 0.25 * np.eye(7)[6])
     np.testing.assert_allclose(out[1], 0.75 * np.eye(7)[2] + 0.25 * np.eye(7)[5])
     np.testing.assert_array_equal(blended_targets(targets, None, idx, view, 0.5).numpy(), targets[idx].numpy())
+
+
+def test_stored_soft_targets_must_match_the_prepared_data(tmp_path) -> None:
+    from export.teachers import labels_key
+    from export.train import stored_soft_targets
+
+    data = _data()
+    probs = np.full((3, 10, 7), 1 / 7, np.float16)
+    np.savez(tmp_path / "ok.npz", probs=probs, labels_sha256=np.array(labels_key(data.y)))
+    np.testing.assert_allclose(stored_soft_targets(data, tmp_path / "ok.npz"), 1 / 7, atol=1e-3)
+    np.savez(tmp_path / "other.npz", probs=probs, labels_sha256=np.array(labels_key(data.y[::-1])))
+    with pytest.raises(ValueError, match="other prepared data"):
+        stored_soft_targets(data, tmp_path / "other.npz")
