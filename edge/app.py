@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import Config
+from edge.results import too_dark
 from edge.errors import CameraError, EdgeError
 from edge.hw.button import ButtonEvent, Emit
 from edge.hw.light import DayNightSwitch, LuxSource
@@ -340,8 +341,8 @@ class App:
                 if not continuous:
                     self._say(Status.ERROR.value)
                 return
-            too_dark = not result.faces and luma < self.config.light.too_dark_luma
-            text = describe(result, self.config.speech.verbosity, too_dark=too_dark)
+            dark = too_dark(result, self.config.light.too_dark_luma, self.config.light.too_noisy)
+            text = describe(result, self.config.speech.verbosity, too_dark=dark)
             _LOGGER.info("frame %d (%s, luma %.0f): %s", frame.index, "night" if night else "day", luma, text)
             take_notice = getattr(self.parts.pipeline, "take_notice", None)  # offload: "offload unavailable" once
             notice = take_notice() if take_notice is not None else None

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from edge.config import VisionConfig
 from edge.runtime import DEFAULT_BACKEND
 from edge.errors import ImageError
 
@@ -22,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=("tflite", "onnx"), default=DEFAULT_BACKEND, help="expression-model runtime (default %(default)s)")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--max-faces", type=int, default=4)
+    parser.add_argument("--max-faces", type=int, default=VisionConfig.max_faces)
 
 
 LOWLIGHT = {"auto": None, "on": True, "off": False}

@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from edge.errors import AudioError, ConfigError
+from edge.config import VisionConfig
 from edge.runtime import DEFAULT_BACKEND, DEVICES
 
 _LOGGER = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ example:
     )  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="inference threads per worker (default: one fewer than the cores, at most 2)")
     parser.add_argument("--workers", type=int, default=1, help="inference workers, each with its own loaded pipeline; requests run this many at once (default %(default)s)")
-    parser.add_argument("--max-faces", type=int, default=4, help="most faces read per image (default %(default)s)")
+    parser.add_argument("--max-faces", type=int, default=VisionConfig.max_faces, help="most faces read per image (default %(default)s)")
     parser.add_argument("--max-body-bytes", type=int, default=limits.max_body_bytes, help="larger bodies get 413 (default %(default)s)")
     parser.add_argument("--max-pixels", type=int, default=limits.max_pixels, help="width×height from the image header above this gets 400, before decoding (default %(default)s)")
     parser.add_argument("--rate", type=float, default=limits.rate_per_s, help="sustained requests/s per token; more get 429 (default %(default)s)")
@@ -136,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
             except AudioError as exc:
                 raise ConfigError(f"{exc}; or start the server with --no-speech (then ?speech=1 gets 400)") from None
             speech = PhraseCache(voice, rate=args.speech_rate)
-        analyzer = Analyzer(pipelines, speech=speech, too_dark_luma=LightConfig().too_dark_luma)
+        analyzer = Analyzer(pipelines, speech=speech, light=LightConfig())
         stack.callback(analyzer.close)
         analyzer.warm_speech(all_phrases("verbose"))
         _LOGGER.info("%d device token(s) from %s", len(tokens.hashes), tokens.path)

@@ -90,6 +90,9 @@ class LightConfig:
     """Mean frame luma (0..255) above which day mode returns; greater than frame_night_luma."""
     too_dark_luma: float = field(default=12.0, metadata=_min(0.0))
     """With no face found and a frame darker than this mean luma, say "too dark"."""
+    too_noisy: float = field(default=11.5, metadata=_min(0.0))
+    """With no face found and a frame noisier than this (noise estimate in grey levels, see
+    docs/detection.md), say "too dark": at full gain a camera gives bright frames that are mostly noise."""
 
     def __post_init__(self) -> None:
         if self.day_lux <= self.night_lux:
@@ -113,7 +116,7 @@ class VisionConfig:
     """Inference runtime for the expression model: "onnx" (onnxruntime, default: fastest int8 measured) or "tflite"."""
     threads: int = field(default=0, metadata=_min(0))
     """CPU threads for inference; 0 = one fewer than the cores, at most 2 (leaves a core for the loop and audio)."""
-    max_faces: int = field(default=4, metadata=_min(1))
+    max_faces: int = field(default=6, metadata=_min(1))
     """Most faces read per frame (nearest first)."""
     lowlight: str = field(default="auto", metadata=_choices("auto", "on", "off"))
     """Low-light branch: "auto" follows the day/night switch, "on"/"off" force it."""

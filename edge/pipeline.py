@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.results import FaceResult, FrameResult, Position
 from edge.runtime import DEFAULT_BACKEND, default_threads
-from edge.vision.enhance import DEFAULT_ENHANCER, Enhancer, day_or_night, load_enhancer
+from edge.vision.enhance import DEFAULT_ENHANCER, Enhancer, day_or_night, load_enhancer, noise_level
 from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
 from edge.vision.faces import Face, FaceMesh
 from edge.vision.upperface import UpperFaceSample, eye_centres, sample, sample_unaligned
@@ -51,7 +51,7 @@ class Pipeline:
         model: Path | str = DEFAULT_SIDECAR,
         backend: str = DEFAULT_BACKEND,
         threads: int | None = None,
-        max_faces: int = 4,
+        max_faces: int = 6,
         precision: str = "int8",
         enhancer: Enhancer | Path | str | None = DEFAULT_ENHANCER,
         providers: Sequence[str] | None = None,
@@ -90,6 +90,7 @@ class Pipeline:
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
+        raw = frame
         frame, night, level = day_or_night(frame, lowlight, self.enhancer)
         bgr = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -124,8 +125,9 @@ class Pipeline:
                     aligned=face is not None,
                 )
             )
+        noise = noise_level(raw) if not results else 0.0  # only "no face" needs to know whether a face could be seen
         timings["total"] = sum(timings.values())
-        return FrameResult(faces=tuple(results), lowlight=night, timings_ms=timings, brightness=level)
+        return FrameResult(faces=tuple(results), lowlight=night, timings_ms=timings, brightness=level, noise=noise)
 
     def close(self) -> None:
         self.mesh.close()

@@ -62,10 +62,22 @@ class FrameResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     brightness: float = 0.0
     """Mean luma of the frame, 0..255, before any enhancement."""
+    noise: float = 0.0
+    """Sensor-noise estimate of the frame before enhancement (enhance.noise_level), measured only
+    when no face was found (0.0 otherwise): with `brightness`, what `too_dark` decides on."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "faces": [f.to_json() for f in self.faces],
             "lowlight": self.lowlight,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "brightness": round(self.brightness, 1),
+            "noise": round(self.noise, 2),
         }
+
+
+def too_dark(result: FrameResult, too_dark_luma: float, too_noisy: float) -> bool:
+    """The one rule for "too dark" rather than "no face": nothing was found and the frame is too dark
+    (mean luma under `too_dark_luma`) or too noisy (noise_level over `too_noisy`, a camera that turned
+    its gain all the way up) for a face in it to have been found (light.too_dark_luma / light.too_noisy)."""
+    return not result.faces and (result.brightness < too_dark_luma or result.noise > too_noisy)

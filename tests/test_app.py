@@ -415,3 +415,17 @@ def test_cli_run_demo_presses(monkeypatch):
     assert cli_run.main(args) == 0
     assert seen[0].camera.source == "demo" and seen[0].app.hw == "fake" and seen[0].camera.fps == 50.0
     assert "looks happy" in sinks[0].played
+
+
+def test_bright_but_noisy_frame_with_no_face_says_too_dark_and_a_clean_one_no_face():
+    # a camera at full gain: normal brightness, mostly noise (light.too_noisy), vs an empty clean room
+    noisy = FakePipeline(FrameResult(faces=(), lowlight=False, brightness=120.0, noise=20.0))
+    app, sink, _ = make_app(config(), noisy, reader_factory=lambda: ConstantReader(120))
+    with running(app):
+        app.press()
+        assert sink.wait_said("too dark")
+    clean = FakePipeline(FrameResult(faces=(), lowlight=False, brightness=120.0, noise=2.0))
+    app, sink, _ = make_app(config(), clean, reader_factory=lambda: ConstantReader(120))
+    with running(app):
+        app.press()
+        assert sink.wait_said("no face")

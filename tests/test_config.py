@@ -31,7 +31,7 @@ def test_defaults_without_file_or_env():
     assert config == Config()
     assert config.camera.source == "auto"
     assert config.button.pin == "GPIO17"
-    assert config.vision.threads == 0 and config.vision.max_faces == 4
+    assert config.vision.threads == 0 and config.vision.max_faces == 6
     assert config.vision.model_path == REPO / "models" / "expression.json"
 
 

@@ -188,3 +188,62 @@ def test_crop_matrix_maps_roi_corners(grace_hopper):
     m = roi.crop_matrix(192)
     corners = np.array([[80, 60, 1], [120, 100, 1]], dtype=np.float64) @ m.T
     assert np.allclose(corners, [[0, 0], [192, 192]], atol=1e-4)
+
+
+def test_noise_level_tells_a_clean_frame_from_one_at_full_gain():
+    from edge.vision.enhance import noise_level
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:240, 0:320]
+    clean = (60 + 0.3 * xx + 40 * np.sin(yy / 15.0)).astype(np.uint8)
+    assert noise_level(clean) < 2.0
+    for sigma in (5.0, 20.0):
+        noisy = np.clip(clean + rng.normal(0, sigma, clean.shape), 0, 255).astype(np.uint8)
+        assert abs(noise_level(noisy) - sigma) < 0.25 * sigma
+    assert noise_level(np.zeros((2, 2), np.uint8)) == 0.0
+
+
+def test_too_dark_only_when_nothing_was_found_and_the_frame_cannot_be_read():
+    from edge.results import FrameResult, too_dark
+
+    empty = dict(faces=(), lowlight=False)
+    assert too_dark(FrameResult(**empty, brightness=5.0), 12.0, 11.5)
+    assert too_dark(FrameResult(**empty, brightness=120.0, noise=15.0), 12.0, 11.5)
+    assert not too_dark(FrameResult(**empty, brightness=120.0, noise=3.0), 12.0, 11.5)
+
+
+def _far_frame(grace_hopper: np.ndarray, face_px: int) -> np.ndarray:
+    """Her portrait (head, hair, shoulders) shrunk so her face is face_px wide in a 640×480 frame, the
+    rest of the frame her own background stretched out (a face 4 m away through a 66° lens is ~17 px)."""
+    s = face_px / 189.0  # her mesh box is 189 px wide in the original
+    small = cv2.resize(grace_hopper, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+    h, w = small.shape[:2]
+    return cv2.copyMakeBorder(small, 200, 480 - 200 - h, 300, 640 - 300 - w, cv2.BORDER_REPLICATE)
+
+
+@pytest.mark.parametrize("face_px, fewest_passes", [(40, ("near", "far")), (20, ("near", "far", "tiles"))])
+def test_far_faces_need_the_far_passes(grace_hopper, face_px, fewest_passes):
+    from edge.vision.faces import FaceDetector
+
+    frame = rgb(_far_frame(grace_hopper, face_px))
+    fewer = FaceDetector(threads=1, passes=fewest_passes[:-1])
+    enough = FaceDetector(threads=1, passes=fewest_passes)
+    try:
+        assert fewer(frame) == []
+        found = enough(frame)
+        assert len(found) == 1
+        x0, y0, x1, y1 = found[0].box
+        assert 300 < (x0 + x1) / 2 < 300 + face_px * 1.6 and 0.5 * face_px < x1 - x0 < 2 * face_px
+    finally:
+        fewer.close(), enough.close()
+    with FaceMesh(threads=1) as mesh:
+        faces = mesh.process(frame, allow_fallback=False)
+    assert len(faces) == 1 and abs(faces[0].box[2] - face_px) < 0.3 * face_px
+
+
+def test_unknown_detection_pass_is_refused():
+    from edge.errors import ModelError
+    from edge.vision.faces import FaceDetector
+
+    with pytest.raises(ModelError, match="unknown detection pass"):
+        FaceDetector(threads=1, passes=("near", "telescope"))

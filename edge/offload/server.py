@@ -35,7 +35,8 @@ from aiohttp.abc import AbstractAccessLogger
 
 from edge import images
 from edge.errors import ImageError
-from edge.results import FrameResult
+from edge.config import LightConfig
+from edge.results import FrameResult, too_dark
 from edge.offload.limits import Limits, RateLimiter
 from edge.offload.tokens import TokenStore
 
@@ -70,10 +71,11 @@ class Analyzer:
     """The pipelines, one per inference worker thread, and the optional voice on its own thread.
 
     `speech` is a warmed-or-warming edge.speech.tts.PhraseCache (the wearer loop's own cache class),
-    or None when the server runs without a voice. `too_dark_luma` is light.too_dark_luma: below it,
-    an image with no face is "too dark" rather than "no face", as on the glasses."""
+    or None when the server runs without a voice. `light` (a LightConfig) holds the thresholds of the
+    one too-dark rule (edge.results.too_dark), so an image with no face is "too dark" or "no face"
+    as on the glasses."""
 
-    def __init__(self, pipelines: Sequence[Any], speech: Any = None, too_dark_luma: float = 12.0) -> None:
+    def __init__(self, pipelines: Sequence[Any], speech: Any = None, light: Any = None) -> None:
         if not pipelines:
             raise ValueError("Analyzer needs at least one pipeline")
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -82,7 +84,7 @@ class Analyzer:
         self.workers = len(pipelines)
         self.executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="inference")
         self.speech = speech
-        self.too_dark_luma = too_dark_luma
+        self.light = light if light is not None else LightConfig()
         self.speech_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech") if speech is not None else None
         self.pending = 0
 
@@ -104,8 +106,8 @@ class Analyzer:
         """What the glasses would say for `result`, and its audio as base64 WAV (speech thread)."""
         from edge.speech.phrases import describe
 
-        too_dark = not result.faces and result.brightness < self.too_dark_luma
-        text = describe(result, verbosity, too_dark=too_dark)  # type: ignore[arg-type]
+        dark = too_dark(result, self.light.too_dark_luma, self.light.too_noisy)
+        text = describe(result, verbosity, too_dark=dark)  # type: ignore[arg-type]
         clip = self.speech.compose(text)
         return {
             "text": text,

@@ -26,6 +26,9 @@ from edge.runtime import Backend, open_model
 _LOGGER = logging.getLogger(__name__)
 
 DETECTOR_SIZE = 128
+FULL_RANGE_SIZE = 192
+FAR_MIN_SCORE = 0.6
+"""Full-range BlazeFace's score threshold (MediaPipe's own for that model)."""
 LANDMARK_SIZE = 192
 NUM_LANDMARKS = 468
 MIN_PRESENCE = 0.5
@@ -108,11 +111,13 @@ def eye_centres(landmarks: np.ndarray) -> np.ndarray:
     return landmarks[EYE_RINGS, :2].mean(axis=1).astype(np.float32)
 
 
-@lru_cache(maxsize=1)
-def _anchors() -> np.ndarray:
-    """BlazeFace short-range SSD anchors: 16×16×2 at stride 8, then 8×8×6 at stride 16 (896)."""
+@lru_cache(maxsize=2)
+def _anchors(full_range: bool) -> np.ndarray:
+    """BlazeFace SSD anchor centres (0..1). Short range (128 px): 16×16×2 at stride 8, then 8×8×6 at
+    stride 16 (896). Full range (192 px): 48×48×1 at stride 4 (2,304)."""
+    layers = ((48, 1),) if full_range else ((16, 2), (8, 6))
     centres = []
-    for grid, per_cell in ((16, 2), (8, 6)):
+    for grid, per_cell in layers:
         ys, xs = np.meshgrid(np.arange(grid), np.arange(grid), indexing="ij")
         cells = np.stack([(xs.ravel() + 0.5) / grid, (ys.ravel() + 0.5) / grid], axis=1)
         centres.append(np.repeat(cells, per_cell, axis=0))
@@ -167,36 +172,109 @@ def _weighted_nms(boxes: np.ndarray, kps: np.ndarray, scores: np.ndarray, iou: f
     return out
 
 
-class FaceDetector:
-    """BlazeFace short-range on a letterboxed 128×128 view of the frame."""
+class BlazeFace:
+    """One BlazeFace model on a letterboxed square view of an image region: candidate boxes, eye/nose/
+    mouth/ear keypoints and scores in frame pixels, before suppression.
 
-    def __init__(self, threads: int = 2, min_score: float = 0.5, backend: Backend | None = None) -> None:
-        self._model = backend or open_model(bundled_model_path("face_detection_short_range.tflite"), "tflite", threads)
-        self.min_score = min_score
+    Short range (128 px input) is made for faces that fill a good part of its view (arm's length);
+    full range (192 px, stride-4 anchors) for faces down to about 4 % of its view."""
 
-    def __call__(self, rgb: np.ndarray) -> list[Detection]:
-        h, w = rgb.shape[:2]
+    def __init__(self, full_range: bool, threads: int = 2, backend: Backend | None = None) -> None:
+        name = "face_detection_full_range_sparse.tflite" if full_range else "face_detection_short_range.tflite"
+        self._model = backend or open_model(bundled_model_path(name), "tflite", threads)
+        self.full_range = full_range
+        self.size = FULL_RANGE_SIZE if full_range else DETECTOR_SIZE
+
+    def __call__(self, rgb: np.ndarray, min_score: float, region: tuple[int, int, int, int] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(boxes [K,4] x0 y0 x1 y1, keypoints [K,6,2], scores [K]) above min_score in `region`
+        (x0, y0, x1, y1 of the frame; the whole frame by default), in frame pixels."""
+        ox, oy = (region[0], region[1]) if region else (0, 0)
+        view = rgb[region[1]:region[3], region[0]:region[2]] if region else rgb
+        h, w = view.shape[:2]
         side = max(h, w)
         pad_x, pad_y = (side - w) / 2, (side - h) / 2
         square = cv2.copyMakeBorder(
-            rgb, int(pad_y), int(math.ceil(pad_y)), int(pad_x), int(math.ceil(pad_x)), cv2.BORDER_CONSTANT
+            view, int(pad_y), int(math.ceil(pad_y)), int(pad_x), int(math.ceil(pad_x)), cv2.BORDER_CONSTANT
         )
-        small = cv2.resize(square, (DETECTOR_SIZE, DETECTOR_SIZE), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(square, (self.size, self.size), interpolation=cv2.INTER_AREA)
         x = (small.astype(np.float32) / 127.5 - 1.0)[None]
         regressors, logits = self._model.run([x])
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[0, :, 0], -50, 50)))
-        keep = scores >= self.min_score
-        if not keep.any():
-            return []
-        raw, anchors, scores = regressors[0, keep], _anchors()[keep], scores[keep]
-        centre = anchors + raw[:, 0:2] / DETECTOR_SIZE
-        half = raw[:, 2:4] / DETECTOR_SIZE / 2
-        boxes = np.concatenate([centre - half, centre + half], axis=1) * side - [pad_x, pad_y, pad_x, pad_y]
-        kps = (anchors[:, None, :] + raw[:, 4:16].reshape(-1, 6, 2) / DETECTOR_SIZE) * side - [pad_x, pad_y]
-        return _weighted_nms(boxes, kps, scores, iou=0.3)
+        keep = scores >= min_score
+        raw, anchors, scores = regressors[0, keep], _anchors(self.full_range)[keep], scores[keep]
+        centre = anchors + raw[:, 0:2] / self.size
+        half = raw[:, 2:4] / self.size / 2
+        shift = np.array([pad_x - ox, pad_y - oy], np.float32)
+        boxes = np.concatenate([centre - half, centre + half], axis=1) * side - np.tile(shift, 2)
+        kps = (anchors[:, None, :] + raw[:, 4:16].reshape(-1, 6, 2) / self.size) * side - shift
+        return boxes.astype(np.float32), kps.astype(np.float32), scores.astype(np.float32)
 
     def close(self) -> None:
         self._model.close()
+
+
+def tiles(width: int, height: int, side: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
+    """Square regions of `side` px covering the frame, neighbours overlapping by at least `overlap`
+    of a side (so a face cut by one tile's edge lies whole in the next)."""
+    def starts(length: int) -> list[int]:
+        if length <= side:
+            return [0]
+        n = math.ceil((length - side) / (side * (1 - overlap))) + 1
+        return [int(round(i * (length - side) / (n - 1))) for i in range(n)]
+
+    return [(x, y, min(x + side, width), min(y + side, height)) for y in starts(height) for x in starts(width)]
+
+
+class FaceDetector:
+    """Faces from arm's length to across the room: the passes below, merged by one weighted suppression.
+
+    - near: BlazeFace short range on the whole frame (faces wider than about a tenth of the frame);
+    - far: BlazeFace full range on the whole frame (down to about 4 % of the frame's long side);
+    - tiles: full range again on overlapping squares of `tile_fraction` of the frame's width, so a
+      face 3–4 m away is as large in the model's view as one at 1.5–2 m is in the whole frame. The
+      tiles are cut from the frame as given (at 1280×960 they carry twice the detail of 640×480).
+    Why these passes, and their found rates per distance: docs/detection.md.
+    """
+
+    def __init__(self, threads: int = 2, min_score: float = 0.5, far_min_score: float = FAR_MIN_SCORE,
+                 tile_fraction: float = 0.55, passes: tuple[str, ...] = ("near", "far", "tiles")) -> None:
+        unknown = set(passes) - {"near", "far", "tiles"}
+        if unknown:
+            raise ModelError(f"unknown detection pass {sorted(unknown)}: use near, far and/or tiles")
+        self.passes = passes
+        self._near = BlazeFace(False, threads) if "near" in passes else None
+        self._far = BlazeFace(True, threads) if {"far", "tiles"} & set(passes) else None
+        self.min_score = min_score
+        self.far_min_score = far_min_score
+        self.tile_fraction = tile_fraction
+
+    def __call__(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> list[Detection]:
+        h, w = rgb.shape[:2]
+        found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for name in self.passes:
+            start = time.perf_counter()
+            if name == "near":
+                found.append(self._near(rgb, self.min_score))
+            elif name == "far":
+                found.append(self._far(rgb, self.far_min_score))
+            else:
+                side = int(round(w * self.tile_fraction))
+                if side < max(w, h):
+                    found.extend(self._far(rgb, self.far_min_score, region) for region in tiles(w, h, side))
+            if timings is not None:
+                timings[f"detect_{name}"] = timings.get(f"detect_{name}", 0.0) + (time.perf_counter() - start) * 1e3
+        boxes = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 4), np.float32)
+        if not len(boxes):
+            return []
+        kps = np.concatenate([f[1] for f in found])
+        scores = np.concatenate([f[2] for f in found])
+        return _weighted_nms(boxes, kps, scores, iou=0.3)
+
+    def close(self) -> None:
+        for model in (self._near, self._far):
+            if model is not None:
+                model.close()
 
 
 class LandmarkModel:
@@ -248,12 +326,12 @@ class FaceMesh:
     def __init__(
         self,
         threads: int = 2,
-        max_faces: int = 4,
+        max_faces: int = 6,
         min_detection_score: float = 0.5,
         min_presence: float = MIN_PRESENCE,
         redetect_every: int = 15,
     ) -> None:
-        self.detector = FaceDetector(threads=threads, min_score=min_detection_score)
+        self.detector = FaceDetector(threads=threads, min_score=min_detection_score, far_min_score=max(min_detection_score, FAR_MIN_SCORE))
         self.landmarks = LandmarkModel(threads=threads)
         self.max_faces = max_faces
         self.min_presence = min_presence
@@ -283,11 +361,11 @@ class FaceMesh:
             detect = detect or not faces
         if detect:
             start = time.perf_counter()
-            detections = self.detector(rgb)
+            detections = self.detector(rgb, timings)
             detect_ms = (time.perf_counter() - start) * 1e3
             self._since_detect = 0
             start = time.perf_counter()
-            for det in detections:
+            for det in sorted(detections, key=lambda d: -d.score)[: self.max_faces + 2]:  # bound the mesh passes
                 candidate = self._mesh(rgb, [det.roi()], fallback=False)
                 if candidate and all(_iou(candidate[0].box, f.box) < 0.5 for f in faces):
                     faces.extend(candidate)
@@ -300,7 +378,8 @@ class FaceMesh:
             whole = Roi(cx=w / 2, cy=h / 2, size=float(max(h, w)), angle=0.0)
             faces = self._mesh(rgb, [whole], fallback=True)
             landmark_ms += (time.perf_counter() - start) * 1e3
-        faces = sorted(faces, key=lambda f: f.box[0] + f.box[2] / 2)[: self.max_faces]
+        faces = sorted(faces, key=lambda f: -f.box[2] * f.box[3])[: self.max_faces]  # the nearest (largest) ones
+        faces = sorted(faces, key=lambda f: f.box[0] + f.box[2] / 2)
         self._tracked = [roi_from_landmarks(f.landmarks) for f in faces if not f.fallback] if track else []
         timings["detect"] = timings.get("detect", 0.0) + detect_ms
         timings["landmarks"] = timings.get("landmarks", 0.0) + landmark_ms
