@@ -32,7 +32,7 @@ from edge.errors import CameraError, EdgeError
 from edge.hw.button import ButtonEvent, Emit
 from edge.hw.light import DayNightSwitch, LuxSource
 from edge.vision.enhance import brightness
-from edge.speech.phrases import Status, all_phrases, describe
+from edge.speech.phrases import Changes, Status, all_phrases, describe
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class App:
         self._announced_down: set[str] = set()
         self._continuous = False
         self._next_tick = 0.0
-        self._continuous_text: str | None = None
+        self._changes = Changes()
         self._to_warm: deque[str] = deque()
         self._warmed = 0
         self.last_phrase: str | None = None
@@ -297,7 +297,7 @@ class App:
             self._say(self.last_phrase or Status.NOTHING_TO_REPEAT.value, interrupt=True)
         elif event.button is ButtonEvent.CONTINUOUS:
             self._continuous = not self._continuous
-            self._continuous_text = None
+            self._changes.reset()
             self._next_tick = time.monotonic() + 1.0  # after the "continuous on" phrase
             self._say((Status.CONTINUOUS_ON if self._continuous else Status.CONTINUOUS_OFF).value, interrupt=True)
             self._set_state(self._idle_state())
@@ -335,19 +335,23 @@ class App:
             night = self._night(luma)
             self._set_state(State.ANALYSING)
             try:
-                result = self.parts.pipeline.analyze(frame.image, lowlight=night)
+                # continuous mode follows each face from tick to tick (the mesh's own region of interest,
+                # the detector only when needed): ids stay with people, so only changes are spoken
+                result = self.parts.pipeline.analyze(frame.image, lowlight=night, track=continuous)
             except Exception:  # noqa: BLE001 — one bad frame must not end the loop
                 _LOGGER.exception("analysis of frame %d failed", frame.index)
                 if not continuous:
                     self._say(Status.ERROR.value)
                 return
             dark = too_dark(result, self.config.light.too_dark_luma, self.config.light.too_noisy)
-            text = describe(result, self.config.speech.verbosity, too_dark=dark)
-            _LOGGER.info("frame %d (%s, luma %.0f): %s", frame.index, "night" if night else "day", luma, text)
+            if continuous:
+                text = self._changes.update(result, self.config.speech.verbosity, too_dark=dark)
+            else:
+                text = describe(result, self.config.speech.verbosity, too_dark=dark)
+            _LOGGER.info("frame %d (%s, luma %.0f): %s", frame.index, "night" if night else "day", luma, text or "(no change)")
             take_notice = getattr(self.parts.pipeline, "take_notice", None)  # offload: "offload unavailable" once
             notice = take_notice() if take_notice is not None else None
-            if not (continuous and text == self._continuous_text):
-                self._continuous_text = text
+            if text is not None:
                 self.last_phrase = text
                 self._say(text, sentence=True)
             if notice:

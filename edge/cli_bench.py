@@ -46,8 +46,9 @@ def _seconds(text: str) -> float:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_arguments(parser)
     parser.add_argument(
-        "--source", default="demo", metavar="demo|PATH|INDEX",
-        help="frames from the demo face (default), a video file, an image folder, or a camera index/path",
+        "--source", default="scene", metavar="scene|demo|PATH|INDEX",
+        help="frames from the scene (default: the demo face close, at 2 m and in a group of three), the demo "
+             "face alone, a video file, an image folder, or a camera index/path",
     )
     amount = parser.add_mutually_exclusive_group()
     amount.add_argument("--frames", type=_positive_int, default=None, metavar="N", help="timed frames (default 200)")

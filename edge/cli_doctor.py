@@ -100,8 +100,8 @@ def run_checks(config: Any, host: Host) -> list[Check]:
 
 def check_camera(config: Any, host: Host) -> Check:
     source = config.camera.source
-    if source == "demo":
-        return Check("camera", OK, "demo face (camera.source = demo; no camera used)")
+    if source in ("demo", "scene"):
+        return Check("camera", OK, f"demo face (camera.source = {source}; no camera used)")
     if source != "auto" and not (isinstance(source, int) or str(source).isdigit() or str(source).startswith("/dev/")):
         path = Path(str(source)).expanduser()
         if path.exists():

@@ -45,7 +45,8 @@ class CameraConfig:
 
     source: str | int = "auto"
     """"auto" (first /dev/video* that delivers a frame, else the demo), "demo" (built-in face),
-    a device index (0), a device path ("/dev/video0"), a video file, or a folder of images."""
+    "scene" (the demo face up close, at 2 m and in a group), a device index (0), a device path
+    ("/dev/video0"), a video file, or a folder of images."""
     width: int = field(default=640, metadata=_min(16))
     """Requested frame width in pixels (devices are asked for it; the demo is made at it)."""
     height: int = field(default=480, metadata=_min(16))
@@ -159,8 +160,9 @@ class SpeechConfig:
 class AppConfig:
     """The wearer loop."""
 
-    continuous_interval_s: float = field(default=3.0, metadata=_min(0.5))
-    """In continuous mode, seconds between analyses (speech only when the description changes)."""
+    continuous_interval_s: float = field(default=0.5, metadata=_min(0.2))
+    """In continuous mode, seconds between analyses; each face is followed from one to the next and
+    only changes are said (someone came or went, or one person's expression changed)."""
     hw: str = field(default="auto", metadata=_choices("auto", "real", "fake"))
     """"real" uses GPIO, "fake" a terminal button (Enter = press); "auto" picks "real" when the
     board has GPIO (or GPIOZERO_PIN_FACTORY is set). EDGE_HW also sets it."""

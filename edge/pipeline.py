@@ -123,6 +123,7 @@ class Pipeline:
                     position=position_of(face, w, h),
                     fallback=face is None or face.fallback,
                     aligned=face is not None,
+                    track_id=face.track_id if face is not None else 0,
                 )
             )
         noise = noise_level(raw) if not results else 0.0  # only "no face" needs to know whether a face could be seen

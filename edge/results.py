@@ -39,9 +39,13 @@ class FaceResult:
     aligned: bool = True
     """False when not even the landmark model took the image as a face, so it was read whole and
     unaligned (only for images known to be one face: `analyze(assume_face=True)`, dataset crops)."""
+    track_id: int = 0
+    """The same number for the same person from frame to frame while the face is followed (video,
+    continuous mode); 0 for a whole-image fallback."""
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "id": self.track_id,
             "box": list(self.box),
             "label": self.label,
             "confidence": round(self.confidence, 4),
@@ -71,8 +75,6 @@ class FrameResult:
             "faces": [f.to_json() for f in self.faces],
             "lowlight": self.lowlight,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
-            "brightness": round(self.brightness, 1),
-            "noise": round(self.noise, 2),
         }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import contextlib
 import threading
@@ -46,11 +48,13 @@ class FakePipeline:
     def __init__(self, result: FrameResult | Exception) -> None:
         self.result = result
         self.calls: list[tuple[tuple[int, ...], bool]] = []
+        self.tracked: list[bool] = []
         self._cond = threading.Condition()
 
-    def analyze(self, image: np.ndarray, lowlight: bool = False) -> FrameResult:
+    def analyze(self, image: np.ndarray, lowlight: bool = False, track: bool = False) -> FrameResult:
         with self._cond:
             self.calls.append((image.shape, lowlight))
+            self.tracked.append(track)
             self._cond.notify_all()
         if isinstance(self.result, Exception):
             raise self.result
@@ -348,11 +352,18 @@ def test_continuous_mode_speaks_only_when_the_description_changes():
         assert sink.played.count("looks happy") == 1
         pipeline.result = FrameResult(faces=(face("sad"),), lowlight=False)
         assert sink.wait_said("looks sad")
+        # the same person followed from tick to tick (one track id): only the news is said
+        pipeline.result = FrameResult(faces=(dataclasses.replace(face("sad"), track_id=7),), lowlight=False)
+        assert pipeline.wait_calls(len(pipeline.calls) + 2)  # a new id, the same words: nothing new to say
+        pipeline.result = FrameResult(faces=(dataclasses.replace(face("happy"), track_id=7),), lowlight=False)
+        assert sink.wait_said("now smiling")
         app.press(ButtonEvent.CONTINUOUS)
         assert sink.wait_said("continuous off")
         assert app.wait_for_state(State.READY, WAIT)
     assert EARCON not in sink.played  # continuous analyses are silent until something changes
     assert app.continuous is False
+    assert all(pipeline.tracked)  # every tick followed the faces of the last one
+    assert sink.played.count("looks sad") == 1
 
 
 def test_gpio_button_drives_the_loop_through_the_queue():

@@ -406,7 +406,7 @@ def test_workers_each_own_a_pipeline_and_run_at_once():
         def __init__(self) -> None:
             self.busy = threading.Lock()
 
-        def analyze(self, frame, lowlight=None):
+        def analyze(self, frame, lowlight=None, track=False):
             assert self.busy.acquire(blocking=False), "one pipeline used by two threads at once"
             try:
                 users.setdefault(id(self), set()).add(threading.get_ident())
@@ -655,3 +655,12 @@ def test_a_malformed_server_answer_is_a_failure_not_a_crash(answer):
         assert pipeline.take_notice() == "offload unavailable" and pipeline.breaker.is_open
     else:  # no face found in the crop: the local reading stands, and the server did answer
         assert pipeline.take_notice() is None and pipeline.offloaded == 1
+
+
+def test_continuous_ticks_stay_on_the_glasses_and_presses_go_out():
+    client = ScriptedClient()
+    client.down = False
+    pipeline = OffloadingPipeline(FakePipeline(HAPPY), client, deadline_s=5.0)
+    image = np.zeros((48, 64, 3), np.uint8)
+    assert pipeline.analyze(image, track=True).faces == HAPPY.faces and client.calls == 0
+    assert pipeline.analyze(image).faces[0].label == "sad" and client.calls == 1

@@ -83,7 +83,7 @@ class HangingPipeline(FakePipeline):
         self.release = threading.Event()
         self.entered = threading.Event()
 
-    def analyze(self, image, lowlight=False):
+    def analyze(self, image, lowlight=False, track=False):
         self.entered.set()
         self.release.wait(WAIT)
         return super().analyze(image, lowlight)

@@ -128,7 +128,8 @@ def test_all_phrases_lists() -> None:
     for expected in ("no face", "not sure", "looks happy", "two people", "camera lost", "camera back", "ready",
                      "offload unavailable", "continuous on", "continuous off", "too dark", "nothing to repeat"):
         assert expected in terse
-    assert "at 7 o'clock" in verbose and "at 7 o'clock" not in terse
+    assert "about 2 metres" in verbose and "about 2 metres" not in terse
+    assert "at 7 o'clock" in terse and "now smiling" in terse  # continuous mode's news names who changed
     assert str(Status.CAMERA_LOST) == "camera lost"
 
 
@@ -469,3 +470,31 @@ def test_corrupt_piper_voice_falls_back_to_espeak(tmp_path: Path, caplog: pytest
 def test_good_piper_voice_is_chosen() -> None:
     voice = load_voice(VOICE)
     assert isinstance(voice, PiperTTS) and voice.sample_rate == 16_000
+
+
+def tracked(label: str, track_id: int, x: float = 0.5, clock: int = 12, unsure: bool = False) -> FaceResult:
+    return FaceResult(box=(0, 0, 10, 10), label=label, confidence=0.3 if unsure else 0.9, unsure=unsure,
+                      scores={label: 0.9}, position=Position(clock=clock, distance_m=1.0, x=x), fallback=False,
+                      track_id=track_id)
+
+
+def test_continuous_changes_say_only_what_changed() -> None:
+    changes = phrases.Changes(confirm=2)
+    one = lambda *faces: FrameResult(faces=faces, lowlight=False)  # noqa: E731
+    assert changes.update(one(tracked("neutral", 1))) == "looks calm"
+    assert changes.update(one(tracked("neutral", 1))) is None
+    assert changes.update(one(tracked("happy", 1))) is None  # once could be a flicker
+    assert changes.update(one(tracked("happy", 1))) == "now smiling"
+    assert changes.update(one(tracked("happy", 1, unsure=True))) is None  # unsure is not news
+    assert changes.update(one(tracked("happy", 1))) is None
+    # someone joins: the whole picture again, then news names who changed
+    two = one(tracked("happy", 1, x=0.3, clock=11), tracked("sad", 2, x=0.7, clock=1))
+    assert changes.update(two) == "two people: looks happy, looks sad"
+    assert changes.update(two) is None
+    calm = one(tracked("happy", 1, x=0.3, clock=11), tracked("neutral", 2, x=0.7, clock=1))
+    assert changes.update(calm) is None
+    assert changes.update(calm) == "at 1 o'clock, now calm"
+    assert changes.update(one()) == "no face"
+    assert changes.update(one()) is None
+    for fragment in split_fragments("at 1 o'clock, now calm; now smiling"):
+        assert fragment in all_phrases("terse")

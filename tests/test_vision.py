@@ -247,3 +247,18 @@ def test_unknown_detection_pass_is_refused():
 
     with pytest.raises(ModelError, match="unknown detection pass"):
         FaceDetector(threads=1, passes=("near", "telescope"))
+
+
+def test_tracked_faces_keep_their_ids_and_a_newcomer_gets_a_new_one(grace_hopper):
+    from edge.hw.camera import SceneReader
+
+    reader = SceneReader(640, 480)
+    frames = [reader.read() for _ in range(90)]  # close, at 2 m, the group of three: 30 frames each
+    with FaceMesh(threads=1, redetect_every=5) as mesh:
+        ids = [[f.track_id for f in mesh.process(rgb(frame), track=True, allow_fallback=False)] for frame in frames]
+    group = ids[60:]
+    assert all(len(i) == 3 for i in group[1:])
+    assert len({tuple(i) for i in group[1:]}) == 1  # the same three ids for the whole group scene
+    assert len(set(group[-1])) == 3 and min(group[-1]) > max(ids[0])  # new people, new numbers
+    with FaceMesh(threads=1) as mesh:  # unrelated images: numbered afresh each time
+        assert [f.track_id for f in mesh.process(rgb(frames[-1]))] == [f.track_id for f in mesh.process(rgb(frames[-1]))]

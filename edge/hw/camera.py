@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import re
 import threading
 import time
@@ -154,14 +155,81 @@ class DemoReader:
         pass
 
 
-def demo_image(width: int, height: int) -> np.ndarray:
-    """The demo face at width×height (centre crop to the aspect ratio, then resize), BGR."""
+SCENE_FOV_DEG = 66.0
+"""Horizontal field of view the scene source is drawn for (Raspberry Pi Camera Module 3)."""
+SCENE_FACE_M = 0.15
+"""Width of the demo portrait's face (its mesh box, cheek to cheek with the ears' roots) in metres."""
+SCENE_FACE_PX = 188
+"""That width in pixels in matplotlib's grace_hopper.jpg (the mesh box found on it)."""
+SCENE_HOLD = 30
+"""Frames each scene is held before the next: about two seconds at 15 fps, a glance."""
+
+
+class SceneReader:
+    """The bench's default source: the demo portrait as a wearer meets people — up close (as the demo),
+    alone 2 m away, and a group of three at 1.2, 2 and 3 m — each held for SCENE_HOLD frames, in turn,
+    shifted a little every frame. Drawn through a SCENE_FOV_DEG lens at the frame's width, the portrait
+    (head, hair, shoulders and its own backdrop) pasted at its size at that distance, eyes at mid-height,
+    on a plain wall."""
+
+    paced = False
+    description = "scene: demo face close, at 2 m, and a group at 1.2/2/3 m"
+
+    def __init__(self, width: int, height: int, seed: int = 0) -> None:
+        portrait = _portrait()
+        rng = np.random.default_rng(seed)
+        wall = np.linspace([200, 190, 180], [90, 85, 80], height, dtype=np.float32)[:, None, :]  # BGR, wall to floor
+        texture = cv2.GaussianBlur(rng.normal(0, 12, (height, width, 1)).astype(np.float32), (0, 0), 6)[..., None]
+        backdrop = np.clip(wall + texture, 0, 255).astype(np.uint8)
+        self._scenes = [
+            demo_image(width, height),
+            _people(backdrop, portrait, [(0.5, 2.0)]),
+            _people(backdrop, portrait, [(0.25, 1.2), (0.5, 2.0), (0.75, 3.0)]),
+        ]
+        self._rng = np.random.default_rng(seed)
+        self._count = 0
+
+    def read(self) -> np.ndarray:
+        base = self._scenes[(self._count // SCENE_HOLD) % len(self._scenes)]
+        self._count += 1
+        dx, dy = self._rng.uniform(-3.0, 3.0, size=2)
+        h, w = base.shape[:2]
+        image = cv2.warpAffine(base, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h), borderMode=cv2.BORDER_REPLICATE)
+        return cv2.add(image, np.full_like(image, int(self._rng.integers(0, 4))))
+
+    def close(self) -> None:
+        pass
+
+
+def _people(backdrop: np.ndarray, portrait: np.ndarray, people: list[tuple[float, float]]) -> np.ndarray:
+    """The backdrop with the portrait pasted for each (x as a share of the width, distance in m), farthest first."""
+    frame = backdrop.copy()
+    h, w = frame.shape[:2]
+    focal = (w / 2) / math.tan(math.radians(SCENE_FOV_DEG / 2))
+    for x, distance in sorted(people, key=lambda p: -p[1]):
+        scale = focal * SCENE_FACE_M / distance / SCENE_FACE_PX
+        person = cv2.resize(portrait, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        ph, pw = person.shape[:2]
+        x0 = int(round(x * w - pw / 2))
+        y0 = int(round(h / 2 - 0.4 * ph))  # the portrait's eyes are 40 % down it
+        fx0, fy0, fx1, fy1 = max(x0, 0), max(y0, 0), min(x0 + pw, w), min(y0 + ph, h)
+        frame[fy0:fy1, fx0:fx1] = person[fy0 - y0 : fy1 - y0, fx0 - x0 : fx1 - x0]
+    return frame
+
+
+def _portrait() -> np.ndarray:
     from matplotlib import cbook
 
     path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise CameraError(f"demo source: cannot read {path} (matplotlib sample data missing?)")
+    return image
+
+
+def demo_image(width: int, height: int) -> np.ndarray:
+    """The demo face at width×height (centre crop to the aspect ratio, then resize), BGR."""
+    image = _portrait()
     h, w = image.shape[:2]
     scale = max(width / w, height / h)
     crop_w, crop_h = round(width / scale), round(height / scale)
@@ -198,6 +266,8 @@ def open_reader(config: CameraConfig) -> FrameReader:
         return DeviceReader(source, config.width, config.height, config.fps)
     if source == "demo":
         return DemoReader(config.width, config.height)
+    if source == "scene":
+        return SceneReader(config.width, config.height)
     path = Path(source).expanduser()
     if path.is_dir():
         return ImageFolderReader(path, config.loop)

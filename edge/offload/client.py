@@ -188,8 +188,8 @@ class OffloadingPipeline:
         start = time.perf_counter()
         local: FrameResult = self.local.analyze(frame, lowlight=lowlight, **kwargs)
         detected = [i for i, face in enumerate(local.faces) if not face.fallback]
-        if not detected or not self.breaker.allow():
-            return local
+        if not detected or not self.breaker.allow() or kwargs.get("track"):
+            return local  # continuous mode's ticks (track=True, every 0.5 s) stay on the glasses: presses go out
         remaining = self.deadline_s - (time.perf_counter() - start)
         if remaining <= 0.005:
             return local

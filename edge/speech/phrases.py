@@ -38,6 +38,17 @@ LABEL_WORDS: dict[str, str] = {
 }
 """Model label → what is said for a confident face."""
 
+NOW_WORDS: dict[str, str] = {
+    "angry": "now angry",
+    "disgust": "now disgusted",
+    "fear": "now worried",
+    "happy": "now smiling",
+    "sad": "now sad",
+    "surprise": "now surprised",
+    "neutral": "now calm",
+}
+"""Continuous mode, one person's expression changed: "now smiling" (the news, not the whole picture)."""
+
 UNSURE = "not sure"
 NO_FACE = "no face"
 TOO_DARK = "too dark"
@@ -147,6 +158,57 @@ def describe(result: FrameResult, verbosity: Verbosity = "terse", too_dark: bool
     return count_phrase(len(faces)) + COUNT_SEPARATOR + separator.join(items)
 
 
+class Changes:
+    """What continuous mode says, tick by tick, while the pipeline follows each face (track ids):
+
+    - people came or went (the set of ids changed), or nobody is there: the whole description, as a
+      press gives it, but only when it differs from the last one said;
+    - the same people, and one of them shows another confident expression on `confirm` ticks in a
+      row: just that news, "now smiling" (with "at 11 o'clock" first when several people are there);
+    - otherwise nothing: a wearer in a conversation hears only what changed.
+    A face going to "not sure" is not news: the last confident reading stands."""
+
+    def __init__(self, confirm: int = 2) -> None:
+        self.confirm = confirm
+        self.reset()
+
+    def reset(self) -> None:
+        self._said: dict[int, str | None] = {}
+        self._pending: dict[int, tuple[str, int]] = {}
+        self._last_text: str | None = None
+
+    def update(self, result: FrameResult, verbosity: Verbosity = "terse", too_dark: bool = False) -> str | None:
+        faces = sorted(result.faces, key=lambda f: f.position.x)
+        ids = {f.track_id for f in faces}
+        if not faces or 0 in ids or ids != set(self._said):
+            self._said = {f.track_id: None if f.unsure else f.label for f in faces}
+            self._pending = {}
+            text = describe(result, verbosity, too_dark=too_dark)
+            if text == self._last_text:
+                return None
+            self._last_text = text
+            return text
+        news = []
+        for face in faces:
+            label = None if face.unsure else face.label
+            if label is None or label == self._said[face.track_id]:
+                self._pending.pop(face.track_id, None)
+                continue
+            seen = self._pending.get(face.track_id)
+            count = seen[1] + 1 if seen is not None and seen[0] == label else 1
+            if count < self.confirm:
+                self._pending[face.track_id] = (label, count)
+                continue
+            self._pending.pop(face.track_id, None)
+            self._said[face.track_id] = label
+            words = NOW_WORDS[label]
+            news.append(words if len(faces) == 1 else clock_phrase(face.position.clock) + FACE_SEPARATOR + words)
+        if not news:
+            return None
+        self._last_text = None  # the picture changed: the next whole description is news again
+        return ITEM_SEPARATOR.join(news)
+
+
 def split_fragments(text: str) -> list[str]:
     """Cut an utterance at ": ", "; " and ", " into the fragments `all_phrases` lists."""
     out: list[str] = []
@@ -164,11 +226,11 @@ def all_phrases(verbosity: Verbosity = "terse") -> list[str]:
     every press answer from cache. Verbose adds the 12 clock positions and the distance words.
     """
     _check_verbosity(verbosity)
-    phrases: list[str] = [NO_FACE, TOO_DARK, UNSURE, *LABEL_WORDS.values()]
+    phrases: list[str] = [NO_FACE, TOO_DARK, UNSURE, *LABEL_WORDS.values(), *NOW_WORDS.values()]
     phrases += [count_phrase(n) for n in range(2, len(_COUNT_WORDS) + 1)]
     phrases += [_more_phrase(n) for n in range(1, len(_COUNT_WORDS) + 1)]
+    phrases += [clock_phrase(h) for h in range(1, 13)]  # verbose positions, and who changed in a group (Changes)
     if verbosity == "verbose":
-        phrases += [clock_phrase(h) for h in range(1, 13)]
         phrases += ["very close", "far away"]
         phrases += [distance_phrase(float(m)) or "" for m in range(1, _MAX_DISTANCE_M + 1)]
     phrases += [s.value for s in Status]

@@ -81,6 +81,9 @@ class Face:
     fallback: bool
     """True when nothing was detected and the whole image was taken as the face."""
     roi: Roi
+    track_id: int = 0
+    """The same number for the same person while FaceMesh follows them from frame to frame (track=True);
+    a new number for each face that had to be found by the detector. 0 for the whole-image fallback."""
 
     @cached_property
     def box(self) -> tuple[int, int, int, int]:
@@ -214,16 +217,23 @@ class BlazeFace:
         self._model.close()
 
 
-def tiles(width: int, height: int, side: int, overlap: float = 0.25) -> list[tuple[int, int, int, int]]:
-    """Square regions of `side` px covering the frame, neighbours overlapping by at least `overlap`
-    of a side (so a face cut by one tile's edge lies whole in the next)."""
+def tiles(width: int, height: int, side: int, overlap: float = 0.15) -> list[tuple[int, int, int, int]]:
+    """Square regions of `side` px across the frame, neighbours overlapping by at least `overlap` of a
+    side: 53 px of a 352-px tile, so a face cut by one tile's edge lies whole in the next (the tiles
+    are there for faces under about 30 px; larger ones the whole-frame passes find).
+
+    In a landscape frame one row, centred: a face far enough away to need a tile is at about the
+    wearer's eye level, so near the middle of the frame (the top and bottom strips are ceiling, floor
+    and the bodies of nearer people, whose faces the whole-frame passes find). Taller frames are
+    covered whole."""
     def starts(length: int) -> list[int]:
         if length <= side:
             return [0]
         n = math.ceil((length - side) / (side * (1 - overlap))) + 1
         return [int(round(i * (length - side) / (n - 1))) for i in range(n)]
 
-    return [(x, y, min(x + side, width), min(y + side, height)) for y in starts(height) for x in starts(width)]
+    rows = [max(0, (height - side) // 2)] if width >= height else starts(height)
+    return [(x, y, min(x + side, width), min(y + side, height)) for y in rows for x in starts(width)]
 
 
 class FaceDetector:
@@ -336,8 +346,9 @@ class FaceMesh:
         self.max_faces = max_faces
         self.min_presence = min_presence
         self.redetect_every = redetect_every
-        self._tracked: list[Roi] = []
+        self._tracked: list[tuple[int, Roi]] = []
         self._since_detect = 0
+        self._last_id = 0
 
     def reset(self) -> None:
         """Forget tracked faces (a new, unrelated image comes next)."""
@@ -349,14 +360,17 @@ class FaceMesh:
     ) -> list[Face]:
         """Faces in an RGB frame. With track=True, reuse the last frame's landmarks as the crop."""
         timings = timings if timings is not None else {}
-        rois: list[Roi] = list(self._tracked) if track else []
-        detect = not rois or (track and self._since_detect >= self.redetect_every)
+        tracked = list(self._tracked) if track else []
+        if not track:
+            self._last_id = 0  # an unrelated image: its faces are numbered 1, 2, … left to right of detection
+        detect = not tracked or (track and self._since_detect >= self.redetect_every)
         faces: list[Face] = []
         detect_ms = 0.0
         landmark_ms = 0.0
-        if rois:
+        if tracked:
             start = time.perf_counter()
-            faces = self._mesh(rgb, rois, fallback=False)
+            faces = self._mesh(rgb, tracked, fallback=False)
+            faces = [f for i, f in enumerate(faces) if all(_iou(f.box, g.box) < 0.5 for g in faces[:i])]  # two tracks, one face
             landmark_ms += (time.perf_counter() - start) * 1e3
             detect = detect or not faces
         if detect:
@@ -366,9 +380,10 @@ class FaceMesh:
             self._since_detect = 0
             start = time.perf_counter()
             for det in sorted(detections, key=lambda d: -d.score)[: self.max_faces + 2]:  # bound the mesh passes
-                candidate = self._mesh(rgb, [det.roi()], fallback=False)
+                candidate = self._mesh(rgb, [(self._last_id + 1, det.roi())], fallback=False)
                 if candidate and all(_iou(candidate[0].box, f.box) < 0.5 for f in faces):
                     faces.extend(candidate)
+                    self._last_id += 1
             landmark_ms += (time.perf_counter() - start) * 1e3
         else:
             self._since_detect += 1
@@ -376,21 +391,21 @@ class FaceMesh:
             start = time.perf_counter()
             h, w = rgb.shape[:2]
             whole = Roi(cx=w / 2, cy=h / 2, size=float(max(h, w)), angle=0.0)
-            faces = self._mesh(rgb, [whole], fallback=True)
+            faces = self._mesh(rgb, [(0, whole)], fallback=True)
             landmark_ms += (time.perf_counter() - start) * 1e3
         faces = sorted(faces, key=lambda f: -f.box[2] * f.box[3])[: self.max_faces]  # the nearest (largest) ones
         faces = sorted(faces, key=lambda f: f.box[0] + f.box[2] / 2)
-        self._tracked = [roi_from_landmarks(f.landmarks) for f in faces if not f.fallback] if track else []
+        self._tracked = [(f.track_id, roi_from_landmarks(f.landmarks)) for f in faces if not f.fallback] if track else []
         timings["detect"] = timings.get("detect", 0.0) + detect_ms
         timings["landmarks"] = timings.get("landmarks", 0.0) + landmark_ms
         return faces
 
-    def _mesh(self, rgb: np.ndarray, rois: list[Roi], fallback: bool) -> list[Face]:
+    def _mesh(self, rgb: np.ndarray, rois: list[tuple[int, Roi]], fallback: bool) -> list[Face]:
         out = []
-        for roi in rois:
+        for track_id, roi in rois:
             points, score = self.landmarks(rgb, roi)
             if score >= self.min_presence:
-                out.append(Face(landmarks=points, score=score, fallback=fallback, roi=roi))
+                out.append(Face(landmarks=points, score=score, fallback=fallback, roi=roi, track_id=track_id))
         return out
 
     def close(self) -> None:
