@@ -24,6 +24,9 @@ from edge.vision.upperface import UpperFaceSample, eye_centres, sample, sample_u
 
 _LOGGER = logging.getLogger(__name__)
 
+STAGES = ("enhance", "detect", "landmarks", "align", "features", "classify")
+"""The pipeline's stages in order; timings_ms has one entry for each, then "total" (their sum). The
+detector's passes (detect_near, detect_far, detect_tiles) are reported too, as parts of "detect"."""
 HORIZONTAL_FOV_DEG = 62.0
 """Typical Pi camera / UVC module horizontal field of view; used only for clock direction and distance."""
 INTERPUPIL_M = 0.063
@@ -127,7 +130,7 @@ class Pipeline:
                 )
             )
         noise = noise_level(raw) if not results else 0.0  # only "no face" needs to know whether a face could be seen
-        timings["total"] = sum(timings.values())
+        timings["total"] = sum(timings[stage] for stage in STAGES if stage in timings)  # detect_* are parts of detect
         return FrameResult(faces=tuple(results), lowlight=night, timings_ms=timings, brightness=level, noise=noise)
 
     def close(self) -> None:

@@ -262,3 +262,20 @@ def test_tracked_faces_keep_their_ids_and_a_newcomer_gets_a_new_one(grace_hopper
     assert len(set(group[-1])) == 3 and min(group[-1]) > max(ids[0])  # new people, new numbers
     with FaceMesh(threads=1) as mesh:  # unrelated images: numbered afresh each time
         assert [f.track_id for f in mesh.process(rgb(frames[-1]))] == [f.track_id for f in mesh.process(rgb(frames[-1]))]
+
+
+def test_total_time_counts_each_stage_once(grace_hopper):
+    from edge.pipeline import STAGES, Pipeline
+
+    with Pipeline(threads=1) as pipeline:
+        timings = pipeline.analyze(grace_hopper).timings_ms
+    assert {"detect_near", "detect_far", "detect_tiles"} <= set(timings)
+    assert abs(timings["total"] - sum(timings[s] for s in STAGES)) < 1e-9
+    assert timings["detect"] >= timings["detect_near"] + timings["detect_far"] + timings["detect_tiles"] - 1e-6
+
+
+def test_a_portrait_with_its_face_painted_out_has_no_face(grace_hopper):
+    painted = grace_hopper.copy()
+    painted[100:360, 140:380] = painted[100:360, 140:380].mean(axis=(0, 1)).astype(np.uint8)
+    with FaceMesh(threads=1) as mesh:  # every pass, the far tiles included: the flag and the uniform are not faces
+        assert mesh.process(rgb(painted), allow_fallback=False) == []

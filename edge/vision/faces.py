@@ -27,12 +27,19 @@ _LOGGER = logging.getLogger(__name__)
 
 DETECTOR_SIZE = 128
 FULL_RANGE_SIZE = 192
-FAR_MIN_SCORE = 0.6
-"""Full-range BlazeFace's score threshold (MediaPipe's own for that model)."""
 LANDMARK_SIZE = 192
 NUM_LANDMARKS = 468
 MIN_PRESENCE = 0.5
-"""Landmark model's face-presence probability below which a crop is not taken as a face."""
+"""Landmark model's face-presence probability below which a crop is not taken as a face (a tracked
+face is lost, the whole-image fallback refused)."""
+SURE_DETECTION = 0.6
+"""Detector score above which a face is kept even when the mesh doubts it (see MIN_DETECTED_OVERLAP);
+weaker detections must convince the mesh too (a flag's stripes scored 0.50 with presence 0.02)."""
+MIN_DETECTED_OVERLAP = 0.3
+"""A face the detector found is kept when the mesh laid on it overlaps the detector's box by this much
+(IoU), whatever the mesh's presence score: that score falls for faces the mesh model was not trained
+on (masked, a few dozen pixels wide) while the detector still finds them (docs/detection.md), and
+MediaPipe's own FaceMesh keeps detected faces without it too."""
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
 """Subject's right eye outer corner (image left on a facing person) and left eye outer corner."""
 
@@ -241,23 +248,23 @@ class FaceDetector:
 
     - near: BlazeFace short range on the whole frame (faces wider than about a tenth of the frame);
     - far: BlazeFace full range on the whole frame (down to about 4 % of the frame's long side);
-    - tiles: full range again on overlapping squares of `tile_fraction` of the frame's width, so a
-      face 3–4 m away is as large in the model's view as one at 1.5–2 m is in the whole frame. The
-      tiles are cut from the frame as given (at 1280×960 they carry twice the detail of 640×480).
+    - tiles: full range again on one row of overlapping squares across the middle of the frame, at
+      each `tile_fraction` of the frame's width (0.55: two squares, 0.4: three), so a face 3–4 m away
+      is as large in the model's view as one at 1.5–2 m is in the whole frame. The tiles are cut from
+      the frame as given (at 1280×960 they carry twice the detail of 640×480).
     Why these passes, and their found rates per distance: docs/detection.md.
     """
 
-    def __init__(self, threads: int = 2, min_score: float = 0.5, far_min_score: float = FAR_MIN_SCORE,
-                 tile_fraction: float = 0.55, passes: tuple[str, ...] = ("near", "far", "tiles")) -> None:
+    def __init__(self, threads: int = 2, min_score: float = 0.5, tile_fraction: float | tuple[float, ...] = (0.55, 0.4),
+                 passes: tuple[str, ...] = ("near", "far", "tiles")) -> None:
         unknown = set(passes) - {"near", "far", "tiles"}
         if unknown:
             raise ModelError(f"unknown detection pass {sorted(unknown)}: use near, far and/or tiles")
         self.passes = passes
         self._near = BlazeFace(False, threads) if "near" in passes else None
         self._far = BlazeFace(True, threads) if {"far", "tiles"} & set(passes) else None
-        self.min_score = min_score
-        self.far_min_score = far_min_score
-        self.tile_fraction = tile_fraction
+        self.min_score = min_score  # every pass: MediaPipe's solutions default (0.6 on full range lost 16 points masked at 2 m)
+        self.tile_fractions = (tile_fraction,) if isinstance(tile_fraction, float) else tuple(tile_fraction)
 
     def __call__(self, rgb: np.ndarray, timings: dict[str, float] | None = None) -> list[Detection]:
         h, w = rgb.shape[:2]
@@ -267,11 +274,12 @@ class FaceDetector:
             if name == "near":
                 found.append(self._near(rgb, self.min_score))
             elif name == "far":
-                found.append(self._far(rgb, self.far_min_score))
+                found.append(self._far(rgb, self.min_score))
             else:
-                side = int(round(w * self.tile_fraction))
-                if side < max(w, h):
-                    found.extend(self._far(rgb, self.far_min_score, region) for region in tiles(w, h, side))
+                for fraction in self.tile_fractions:
+                    side = int(round(w * fraction))
+                    if side < max(w, h):
+                        found.extend(self._far(rgb, self.min_score, region) for region in tiles(w, h, side))
             if timings is not None:
                 timings[f"detect_{name}"] = timings.get(f"detect_{name}", 0.0) + (time.perf_counter() - start) * 1e3
         boxes = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 4), np.float32)
@@ -321,6 +329,21 @@ def roi_from_landmarks(landmarks: np.ndarray) -> Roi:
     return Roi(cx=float(centre[0]), cy=float(centre[1]), size=float(size), angle=angle)
 
 
+def _xywh(box: np.ndarray) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return int(x0), int(y0), int(round(x1 - x0)), int(round(y1 - y0))
+
+
+def _same_face(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    """Two mesh boxes of one face: they share at least half of the smaller one (a second, weaker
+    detection of part of a face, or two tracks that converged, lands inside the first)."""
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    iw = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    ih = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    return iw * ih >= 0.5 * max(1, min(aw * ah, bw * bh))
+
+
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     ax0, ay0, aw, ah = a
     bx0, by0, bw, bh = b
@@ -341,7 +364,7 @@ class FaceMesh:
         min_presence: float = MIN_PRESENCE,
         redetect_every: int = 15,
     ) -> None:
-        self.detector = FaceDetector(threads=threads, min_score=min_detection_score, far_min_score=max(min_detection_score, FAR_MIN_SCORE))
+        self.detector = FaceDetector(threads=threads, min_score=min_detection_score)
         self.landmarks = LandmarkModel(threads=threads)
         self.max_faces = max_faces
         self.min_presence = min_presence
@@ -370,7 +393,7 @@ class FaceMesh:
         if tracked:
             start = time.perf_counter()
             faces = self._mesh(rgb, tracked, fallback=False)
-            faces = [f for i, f in enumerate(faces) if all(_iou(f.box, g.box) < 0.5 for g in faces[:i])]  # two tracks, one face
+            faces = [f for i, f in enumerate(faces) if not any(_same_face(f.box, g.box) for g in faces[:i])]  # two tracks, one face
             landmark_ms += (time.perf_counter() - start) * 1e3
             detect = detect or not faces
         if detect:
@@ -380,8 +403,8 @@ class FaceMesh:
             self._since_detect = 0
             start = time.perf_counter()
             for det in sorted(detections, key=lambda d: -d.score)[: self.max_faces + 2]:  # bound the mesh passes
-                candidate = self._mesh(rgb, [(self._last_id + 1, det.roi())], fallback=False)
-                if candidate and all(_iou(candidate[0].box, f.box) < 0.5 for f in faces):
+                candidate = self._mesh(rgb, [(self._last_id + 1, det.roi())], fallback=False, detected=det)
+                if candidate and not any(_same_face(candidate[0].box, f.box) for f in faces):
                     faces.extend(candidate)
                     self._last_id += 1
             landmark_ms += (time.perf_counter() - start) * 1e3
@@ -400,12 +423,15 @@ class FaceMesh:
         timings["landmarks"] = timings.get("landmarks", 0.0) + landmark_ms
         return faces
 
-    def _mesh(self, rgb: np.ndarray, rois: list[tuple[int, Roi]], fallback: bool) -> list[Face]:
+    def _mesh(self, rgb: np.ndarray, rois: list[tuple[int, Roi]], fallback: bool, detected: Detection | None = None) -> list[Face]:
         out = []
         for track_id, roi in rois:
             points, score = self.landmarks(rgb, roi)
-            if score >= self.min_presence:
-                out.append(Face(landmarks=points, score=score, fallback=fallback, roi=roi, track_id=track_id))
+            face = Face(landmarks=points, score=score, fallback=fallback, roi=roi, track_id=track_id)
+            if score >= self.min_presence or (
+                detected is not None and detected.score >= SURE_DETECTION and _iou(face.box, _xywh(detected.box)) >= MIN_DETECTED_OVERLAP
+            ):
+                out.append(face)
         return out
 
     def close(self) -> None:
