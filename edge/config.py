@@ -47,9 +47,10 @@ class CameraConfig:
     """"auto" (first /dev/video* that delivers a frame, else the demo), "demo" (built-in face),
     "scene" (the demo face up close, at 2 m and in a group), a device index (0), a device path
     ("/dev/video0"), a video file, or a folder of images."""
-    width: int = field(default=640, metadata=_min(16))
-    """Requested frame width in pixels (devices are asked for it; the demo is made at it)."""
-    height: int = field(default=480, metadata=_min(16))
+    width: int = field(default=1280, metadata=_min(16))
+    """Requested frame width in pixels (devices are asked for it; the demo is made at it). 1280×960 gives a
+    face 3 m away 46 px: found 94 % of the time against 86 % at 640×480 (docs/detection.md)."""
+    height: int = field(default=960, metadata=_min(16))
     """Requested frame height in pixels."""
     fps: float = field(default=15.0, metadata=_min(0.1))
     """Requested frame rate; file, folder and demo sources are paced to it."""

@@ -12,7 +12,7 @@ from edge.errors import ImageError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
 MAX_PIXELS = 40_000_000
-"""Refuse anything larger (decompression bombs, panoramas): the pipeline needs ~640×480."""
+"""Refuse anything larger (decompression bombs, panoramas): the glasses capture 1280×960."""
 
 
 def walk(paths: list[Path]) -> Iterator[Path]:
