@@ -438,7 +438,8 @@ def test_load_test_is_bounded_and_reports_throughput_and_percentiles(server, cer
     from edge.offload import loadtest
 
     body = loadtest.payload(None, full=False)  # the glasses' own face crop
-    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape[:2] == (256, 239)
+    height, width = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape[:2]
+    assert height == 256 and abs(width - 239) <= 3  # the face box, long side 256 (a pixel either way with the mesh)
     url, ssl_arg = f"https://127.0.0.1:{server.port}", client_ssl(ca_file=str(certs[0]))
     closed = asyncio.run(loadtest.run(url, tokens[1]["load"], ssl_arg, body, count=5, concurrency=2, server_pid=server.proc.pid))
     opened = asyncio.run(loadtest.run(url, tokens[1]["load"], ssl_arg, body, count=3, arrival_rate=50.0))
