@@ -15,6 +15,7 @@ COMMANDS = {
     "darken": ("export.darken", "write a dark rendering of an npz (linear-light scaling, shot + read noise, 8-bit)"),
     "build": ("export.build", "export the trained checkpoint to ONNX/TFLite fp32+int8, check parity, write models/"),
     "lowlight": ("export.lowlight", "compare the low-light enhancer with TBEFN, SCI, gamma/CLAHE and none; write models/ENHANCER_CARD.md"),
+    "scene": ("export.scene", "found rate of the main face at 0.5-4 m: real photos rendered through a camera model, day/masked/dark, through the device pipeline"),
     "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),
 }
 
