@@ -278,7 +278,7 @@ class FaceDetector:
             else:
                 for fraction in self.tile_fractions:
                     side = int(round(w * fraction))
-                    if side < max(w, h):
+                    if FULL_RANGE_SIZE <= side < max(w, h):  # never upsampled: small images need no tiles
                         found.extend(self._far(rgb, self.min_score, region) for region in tiles(w, h, side))
             if timings is not None:
                 timings[f"detect_{name}"] = timings.get(f"detect_{name}", 0.0) + (time.perf_counter() - start) * 1e3
