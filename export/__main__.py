@@ -16,6 +16,7 @@ COMMANDS = {
     "build": ("export.build", "export the trained checkpoint to ONNX/TFLite fp32+int8, check parity, write models/"),
     "lowlight": ("export.lowlight", "compare the low-light enhancer with TBEFN, SCI, gamma/CLAHE and none; write models/ENHANCER_CARD.md"),
     "scene": ("export.scene", "found rate of the main face at 0.5-4 m: real photos rendered through a camera model, day/masked/dark, through the device pipeline"),
+    "distance": ("export.distance", "expression accuracy against face size: PublicTest faces degraded to 0.5-4 m through a camera model, unmasked/masked, through the device pipeline"),
     "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),
 }
 
