@@ -12,6 +12,95 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
+REPO = Path(__file__).resolve().parents[1]
+DETECTION_RESULTS = REPO / "docs" / "experiments" / "2026-12-04-detection.json"
+"""`python -m export scene --json` at 1280×960 and 640×480 (docs/detection.md)."""
+READING_RESULTS = REPO / "docs" / "experiments" / "2026-12-04-distance.json"
+"""`python -m export distance --json`, unmasked and masked."""
+FOUND_PLOT = "distance_found.png"
+READING_PLOT = "distance_reading.png"
+SECTION_START, SECTION_END = "<!-- distance: python -m export.card -->", "<!-- /distance -->"
+
+
+def distance_section() -> list[str]:
+    """The card's "At a distance" section from the results files, or nothing when they are missing."""
+    import json
+
+    if not (DETECTION_RESULTS.is_file() and READING_RESULTS.is_file()):
+        return []
+    detection = json.loads(DETECTION_RESULTS.read_text())["runs"]
+    reading = json.loads(READING_RESULTS.read_text())["runs"]
+    lines = [
+        SECTION_START,
+        "## At a distance (faces 0.5–4 m away, 66° camera)",
+        f"![found rate]({FOUND_PLOT}) ![accuracy]({READING_PLOT})",
+        "",
+        "Finding (`python -m export scene`, real photos rendered at each distance, docs/detection.md), found % of the main face:",
+        "",
+    ]
+    for size, run in detection.items():
+        rates = run["rates"]
+        distances = list(rates["day"])
+        lines += [f"| {size} | " + " | ".join(f"{d} m" for d in distances) + " |", "|---" * (len(distances) + 1) + "|"]
+        lines += [f"| {c} | " + " | ".join(f"{100 * rates[c][d]['found']:.0f}" for d in distances) + " |" for c in rates]
+        lines.append("")
+    lines += ["Reading (`python -m export distance`: PublicTest faces degraded to the pixels they would have, int8, device pipeline), accuracy:", ""]
+    for condition, run in reading.items():
+        for width, rows in run["results"][condition].items():
+            if not lines[-1].startswith("|"):
+                lines += ["| condition, frame width | " + " | ".join(f"{r['distance_m']:g} m" for r in rows.values()) + " | reads reliably up to |",
+                          "|---" * (len(rows) + 2) + "|"]
+            reliable = run["reliable_up_to"][condition][width]
+            lines.append(f"| {condition}, {width} px | " + " | ".join(f"{100 * r['accuracy']:.1f}" for r in rows.values()) + f" | {reliable:g} m |")
+    lines += ["", "\"Reads reliably\": accuracy at least 0.9 × its value at 0.75 m. The glasses capture 1280×960.", SECTION_END, ""]
+    return lines
+
+
+def plot_distance(models_dir: Path) -> None:
+    """The two plots of the section, from the results files."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from export.distance import plot as plot_reading
+
+    detection = json.loads(DETECTION_RESULTS.read_text())["runs"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    for size, run in detection.items():
+        for condition, rows in run["rates"].items():
+            ax.plot([float(d) for d in rows], [100 * r["found"] for r in rows.values()], marker="o",
+                    linestyle="-" if size.startswith("1280") else ":", label=f"{condition}, {size}")
+    ax.set_xlabel("distance (m)")
+    ax.set_ylabel("main face found (%)")
+    ax.set_title("python -m export scene: faces found by distance", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(models_dir / FOUND_PLOT)
+    plt.close(fig)
+    reading = json.loads(READING_RESULTS.read_text())["runs"]
+    results = {condition: run["results"][condition] for condition, run in reading.items()}
+    plot_reading(results, models_dir / READING_PLOT, "python -m export distance: PublicTest accuracy by distance (int8)")
+
+
+def refresh_distance_section(card: Path) -> None:
+    """Write the section into an existing card (in place of the old one, or before "## Limits")."""
+    text = card.read_text()
+    section = "\n".join(distance_section())
+    if SECTION_START in text and SECTION_END in text:
+        head, rest = text.split(SECTION_START, 1)
+        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
+        text = head + section + tail
+    else:
+        text = text.replace("## Limits, honestly", section + "## Limits, honestly", 1)
+    tmp = card.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(card)
+
+
 def write_card(
     path: Path, best: str, results: dict[str, Any], failed: dict[str, str], fp32: dict[str, Any], dark: dict[str, Any], training: dict[str, Any], spec: dict[str, Any]
 ) -> None:
@@ -128,6 +217,7 @@ def write_card(
         "- \"Not sure\" threshold: the lowest confidence at which answers on masked validation faces are right ≥ 75 %;",
         f"  at {spec['unsure_threshold']} the glasses answer {_pct(shipped['unsure']['answered_share'])} of masked faces.",
         "",
+        *distance_section(),
         "## Limits, honestly",
         "- FER2013 labels are noisy (human agreement ≈ 65 %); 281 PublicTest images also appear in Training.",
         "- Synthetic masks are not real masks: published work shows validation on synthetic masks flatters",
@@ -159,3 +249,8 @@ def write_card(
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":  # python -m export.card: the plots and the "At a distance" section of models/MODEL_CARD.md
+    plot_distance(REPO / "models")
+    refresh_distance_section(REPO / "models" / "MODEL_CARD.md")
