@@ -9,6 +9,7 @@ region of interest for the next, and the detector runs only when tracking is los
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import logging
 import math
@@ -224,6 +225,11 @@ class BlazeFace:
         self._model.close()
 
 
+TILE_BAND = 0.75
+"""Share of a landscape frame's height the tiles cover, centred: faces far enough away to need a tile
+are near the wearer's eye level, give or take a seated or a taller person and a tilted head."""
+
+
 def tiles(width: int, height: int, side: int, overlap: float = 0.15) -> list[tuple[int, int, int, int]]:
     """Square regions of `side` px across the frame, neighbours overlapping by at least `overlap` of a
     side: 53 px of a 352-px tile, so a face cut by one tile's edge lies whole in the next (the tiles
@@ -239,7 +245,12 @@ def tiles(width: int, height: int, side: int, overlap: float = 0.15) -> list[tup
         n = math.ceil((length - side) / (side * (1 - overlap))) + 1
         return [int(round(i * (length - side) / (n - 1))) for i in range(n)]
 
-    rows = [max(0, (height - side) // 2)] if width >= height else starts(height)
+    if width < height:
+        rows = starts(height)
+    else:  # the central TILE_BAND of the height, in as few rows as cover it
+        band = max(side, int(round(height * TILE_BAND)))
+        top = (height - band) // 2
+        rows = [top + y for y in (starts(band) if band > side * 1.1 else [(band - side) // 2])]
     return [(x, y, min(x + side, width), min(y + side, height)) for y in rows for x in starts(width)]
 
 
@@ -329,6 +340,17 @@ def roi_from_landmarks(landmarks: np.ndarray) -> Roi:
     return Roi(cx=float(centre[0]), cy=float(centre[1]), size=float(size), angle=angle)
 
 
+def _agrees(face: Face, detected: Detection) -> bool:
+    """A mesh the model doubts is still taken when a sure detection and the mesh agree on where the face
+    is: boxes overlapping (MIN_DETECTED_OVERLAP) and both eyes within a quarter of the face's width of
+    the detector's eye keypoints."""
+    if detected.score < SURE_DETECTION or _iou(face.box, _xywh(detected.box)) < MIN_DETECTED_OVERLAP:
+        return False
+    width = float(detected.box[2] - detected.box[0])
+    eyes = eye_centres(face.landmarks)  # image-left (the subject's right), image-right
+    return float(np.linalg.norm(eyes - detected.keypoints[:2], axis=1).max()) < 0.25 * width
+
+
 def _xywh(box: np.ndarray) -> tuple[int, int, int, int]:
     x0, y0, x1, y1 = (float(v) for v in box)
     return int(x0), int(y0), int(round(x1 - x0)), int(round(y1 - y0))
@@ -402,11 +424,14 @@ class FaceMesh:
             detect_ms = (time.perf_counter() - start) * 1e3
             self._since_detect = 0
             start = time.perf_counter()
+            candidates: list[Face] = []
             for det in sorted(detections, key=lambda d: -d.score)[: self.max_faces + 2]:  # bound the mesh passes
-                candidate = self._mesh(rgb, [(self._last_id + 1, det.roi())], fallback=False, detected=det)
-                if candidate and not any(_same_face(candidate[0].box, f.box) for f in faces):
-                    faces.extend(candidate)
+                candidates += self._mesh(rgb, [(0, det.roi())], fallback=False, detected=det)
+            # faces the mesh is sure of first (then by detector score): a doubtful box over a group must not hide them
+            for candidate in sorted(candidates, key=lambda f: f.score < self.min_presence):
+                if not any(_same_face(candidate.box, f.box) for f in faces):
                     self._last_id += 1
+                    faces.append(dataclasses.replace(candidate, track_id=self._last_id))
             landmark_ms += (time.perf_counter() - start) * 1e3
         else:
             self._since_detect += 1
@@ -428,9 +453,7 @@ class FaceMesh:
         for track_id, roi in rois:
             points, score = self.landmarks(rgb, roi)
             face = Face(landmarks=points, score=score, fallback=fallback, roi=roi, track_id=track_id)
-            if score >= self.min_presence or (
-                detected is not None and detected.score >= SURE_DETECTION and _iou(face.box, _xywh(detected.box)) >= MIN_DETECTED_OVERLAP
-            ):
+            if score >= self.min_presence or (detected is not None and _agrees(face, detected)):
                 out.append(face)
         return out
 
