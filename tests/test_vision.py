@@ -279,3 +279,19 @@ def test_a_portrait_with_its_face_painted_out_has_no_face(grace_hopper):
     painted[100:360, 140:380] = painted[100:360, 140:380].mean(axis=(0, 1)).astype(np.uint8)
     with FaceMesh(threads=1) as mesh:  # every pass, the far tiles included: the flag and the uniform are not faces
         assert mesh.process(rgb(painted), allow_fallback=False) == []
+
+
+@pytest.mark.parametrize("width, height, side", [(640, 480, 352), (640, 480, 256), (1280, 960, 704), (1280, 960, 512), (360, 480, 198)])
+def test_tiles_cover_the_band_with_overlap(width, height, side):
+    from edge.vision.faces import TILE_BAND, tiles
+
+    regions = tiles(width, height, side)
+    xs = sorted({(x0, x1) for x0, _, x1, _ in regions})
+    assert xs[0][0] == 0 and xs[-1][1] == width
+    assert all(b[0] <= a[1] - 0.15 * side for a, b in zip(xs, xs[1:]))  # neighbours overlap
+    top, bottom = min(r[1] for r in regions), max(r[3] for r in regions)
+    if width >= height:  # the middle of the frame, where a far face at eye level is
+        assert top <= height * (1 - TILE_BAND) / 2 + 0.05 * side and bottom >= height * (1 + TILE_BAND) / 2 - 0.05 * side
+    else:
+        assert (top, bottom) == (0, height)
+    assert all(x1 - x0 == side and y1 - y0 == side for x0, y0, x1, y1 in regions)
