@@ -235,10 +235,10 @@ def tiles(width: int, height: int, side: int, overlap: float = 0.15) -> list[tup
     side: 53 px of a 352-px tile, so a face cut by one tile's edge lies whole in the next (the tiles
     are there for faces under about 30 px; larger ones the whole-frame passes find).
 
-    In a landscape frame one row, centred: a face far enough away to need a tile is at about the
-    wearer's eye level, so near the middle of the frame (the top and bottom strips are ceiling, floor
-    and the bodies of nearer people, whose faces the whole-frame passes find). Taller frames are
-    covered whole."""
+    In a landscape frame only the central TILE_BAND of the height, in as few rows as cover it: a face
+    far enough away to need a tile is at about the wearer's eye level (the top and bottom strips are
+    ceiling, floor and the bodies of nearer people, whose faces the whole-frame passes find). Taller
+    frames are covered whole."""
     def starts(length: int) -> list[int]:
         if length <= side:
             return [0]
@@ -259,9 +259,9 @@ class FaceDetector:
 
     - near: BlazeFace short range on the whole frame (faces wider than about a tenth of the frame);
     - far: BlazeFace full range on the whole frame (down to about 4 % of the frame's long side);
-    - tiles: full range again on one row of overlapping squares across the middle of the frame, at
-      each `tile_fraction` of the frame's width (0.55: two squares, 0.4: three), so a face 3–4 m away
-      is as large in the model's view as one at 1.5–2 m is in the whole frame. The tiles are cut from
+    - tiles: full range again on overlapping squares over the middle of the frame (`tiles`), at each
+      `tile_fraction` of the frame's width (0.55: two squares; 0.4: two rows of three), so a face
+      3–4 m away is as large in the model's view as one at 1.5–2 m is in the whole frame. The tiles are cut from
       the frame as given (at 1280×960 they carry twice the detail of 640×480).
     Why these passes, and their found rates per distance: docs/detection.md.
     """
