@@ -99,7 +99,10 @@ class Pipeline:
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         timings["enhance"] = (time.perf_counter() - start) * 1e3
 
-        faces = self.mesh.process(rgb, track=track, timings=timings)
+        raw_rgb = None
+        if night:  # the detector also looks at the frame as the camera gave it (FaceMesh.process)
+            raw_rgb = cv2.cvtColor(cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR) if raw.ndim == 2 else raw, cv2.COLOR_BGR2RGB)
+        faces = self.mesh.process(rgb, track=track, timings=timings, detect_also=raw_rgb)
 
         timings["align"] = timings["features"] = 0.0
         samples: list[UpperFaceSample] = [sample(bgr, f.landmarks, timings) for f in faces]
