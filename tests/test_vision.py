@@ -295,3 +295,14 @@ def test_tiles_cover_the_band_with_overlap(width, height, side):
     else:
         assert (top, bottom) == (0, height)
     assert all(x1 - x0 == side and y1 - y0 == side for x0, y0, x1, y1 in regions)
+
+
+def test_detector_also_looks_at_the_raw_frame(grace_hopper):
+    from edge.vision.faces import FaceDetector
+
+    blank = np.zeros_like(grace_hopper)
+    with FaceMesh(threads=1) as mesh:
+        assert mesh.detector(rgb(blank)) == []
+        found = mesh.detector(rgb(blank), also=rgb(grace_hopper))
+        assert max(d.score for d in found) > 0.9  # her face, found in the second image only
+    assert isinstance(mesh.detector, FaceDetector)
