@@ -49,7 +49,7 @@ class CameraConfig:
     ("/dev/video0"), a video file, or a folder of images."""
     width: int = field(default=1280, metadata=_min(16))
     """Requested frame width in pixels (devices are asked for it; the demo is made at it). 1280×960 gives a
-    face 3 m away 46 px: read as well as at 0.75 m, and masked found 86 % of the time against 72 % at 640×480 (docs/detection.md)."""
+    face 3 m away 46 px: read as well as at 0.75 m, and masked found 89 % of the time against 81 % at 640×480 (docs/detection.md)."""
     height: int = field(default=960, metadata=_min(16))
     """Requested frame height in pixels."""
     fps: float = field(default=15.0, metadata=_min(0.1))
