@@ -92,26 +92,39 @@ def test_alignment_puts_eyes_on_the_canonical_points(face_mesh, grace_hopper):
 
 def test_landmark_noise_between_machines_does_not_reach_the_sample(face_mesh, grace_hopper, monkeypatch):
     """ARM and x86 face models differ by ~1e-4 px: after the EYE_GRID / POINT_GRID rounding the aligned
-    face, the tiles and the features are the same bytes; with a negligible grid they are not."""
-    landmarks = face_mesh.process(rgb(grace_hopper))[0].landmarks
+    face, the tiles and the features are the same bytes; with a negligible grid they are not.
+
+    Four views of the portrait (as is, shifted, scaled), ten noisy copies of each: a grid boundary within
+    1e-4 px of one of a face's ~100 rounded values is rare, not impossible (about one face in seven,
+    and then about half of its copies change), so the bar is over all forty copies."""
+    h, w = grace_hopper.shape[:2]
+    views = [grace_hopper] + [cv2.warpAffine(grace_hopper, m, (w, h), borderMode=cv2.BORDER_REPLICATE) for m in (
+        np.float32([[1, 0, 3.3], [0, 1, 0]]), np.float32([[1, 0, 0], [0, 1, 5.7]]), cv2.getRotationMatrix2D((w / 2, h / 2), 0, 0.9))]
     rng = np.random.default_rng(0)
-    noisy = []
-    for _ in range(10):
-        n = landmarks.copy()
-        n[:, :2] += rng.normal(0.0, 1e-4, n[:, :2].shape).astype(np.float32)
-        noisy.append(n)
+    cases = []
+    for view in views:
+        landmarks = face_mesh.process(rgb(view))[0].landmarks
+        noisy = []
+        for _ in range(10):
+            n = landmarks.copy()
+            n[:, :2] += rng.normal(0.0, 1e-4, n[:, :2].shape).astype(np.float32)
+            noisy.append(n)
+        cases.append((view, landmarks, noisy))
 
     def unchanged() -> int:
-        base = upperface.sample(grace_hopper, landmarks)
-        others = [upperface.sample(grace_hopper, n) for n in noisy]
-        return sum(np.array_equal(base.face, o.face) and np.array_equal(base.features, o.features) for o in others)
+        count = 0
+        for view, landmarks, noisy in cases:
+            base = upperface.sample(view, landmarks)
+            others = [upperface.sample(view, n) for n in noisy]
+            count += sum(np.array_equal(base.face, o.face) and np.array_equal(base.features, o.features) for o in others)
+        return count
 
-    base = upperface.sample(grace_hopper, landmarks)
+    base = upperface.sample(grace_hopper, cases[0][1])
     assert np.array_equal(base.landmarks, upperface.snap(base.landmarks, upperface.POINT_GRID))
-    assert unchanged() >= 9  # a grid boundary within 1e-4 px of a position is rare, not impossible
+    assert unchanged() >= 28
     monkeypatch.setattr(upperface, "EYE_GRID", 2.0**-30)
     monkeypatch.setattr(upperface, "POINT_GRID", 2.0**-30)
-    assert unchanged() <= 2
+    assert unchanged() <= 8
 
 
 def test_alignment_undoes_rotation_and_scale(face_mesh, grace_hopper):
