@@ -101,7 +101,7 @@ class Pipeline:
 
         raw_rgb = None
         if night:  # the detector also looks at the frame as the camera gave it (FaceMesh.process)
-            raw_rgb = cv2.cvtColor(cv2.cvtColor(raw, cv2.COLOR_GRAY2BGR) if raw.ndim == 2 else raw, cv2.COLOR_BGR2RGB)
+            raw_rgb = cv2.cvtColor(raw, cv2.COLOR_GRAY2RGB if raw.ndim == 2 else cv2.COLOR_BGR2RGB)
         faces = self.mesh.process(rgb, track=track, timings=timings, detect_also=raw_rgb)
 
         timings["align"] = timings["features"] = 0.0

@@ -88,6 +88,8 @@ def plot_distance(models_dir: Path) -> None:
 
 def refresh_distance_section(card: Path) -> None:
     """Write the section into an existing card (in place of the old one, or before "## Limits")."""
+    from edge.files import write_atomic
+
     text = card.read_text()
     section = "\n".join(distance_section())
     if SECTION_START in text and SECTION_END in text:
@@ -96,9 +98,7 @@ def refresh_distance_section(card: Path) -> None:
         text = head + section + tail
     else:
         text = text.replace("## Limits, honestly", section + "## Limits, honestly", 1)
-    tmp = card.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(card)
+    write_atomic(card, text.encode("utf-8"))
 
 
 def write_card(

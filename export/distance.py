@@ -59,7 +59,6 @@ row, which shows what the sensor noise alone costs at the near distances.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -300,7 +299,7 @@ def main(args: argparse.Namespace) -> int:
     from edge.pipeline import Pipeline
     from edge.vision.expression import DEFAULT_SIDECAR
     from export.evaluate import load_npz
-    from export.scene import Camera
+    from export.scene import Camera, emit
 
     start = time.perf_counter()
     if any(d <= 0 for d in args.distances):
@@ -343,15 +342,11 @@ def main(args: argparse.Namespace) -> int:
         **measured,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
     if args.plot:
         n = ", ".join(f"{c} n={k}" for c, k in out["n"].items())
         plot(out["results"], args.plot, f"{model_file} through the device pipeline; {n}; resample {args.resample}")
-    if args.json:
-        print(json.dumps(out))
-    else:
+    emit(out, args.out, args.json)
+    if not args.json:
         print(f"{model_file}: HFOV {args.hfov:g}°, FER face = {FER_FACE_PX:g} px of {CROP}; "
               + ", ".join(f"{c} n={k}" for c, k in out["n"].items()) + f"; resample {args.resample}; {out['seconds']} s")
         print(table(out["results"], out["reliable_up_to"], out["clean_crops"]))

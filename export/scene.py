@@ -348,6 +348,18 @@ def table(rates: dict[str, dict[str, dict[str, float]]]) -> str:
     return "\n".join(lines)
 
 
+def emit(out: dict[str, Any], path: Path | None, as_json: bool) -> None:
+    """A measuring command's results: written whole to `path` (if given), and printed as one JSON line
+    with --json (the caller prints its table otherwise). Shared by `export scene` and `export distance`."""
+    from edge.files import write_atomic
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, (json.dumps(out, indent=1) + "\n").encode("utf-8"))
+    if as_json:
+        print(json.dumps(out))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--photos", type=Path, default=SHARED_FACES, help="folder of photos of people (default %(default)s)")
     parser.add_argument("--width", type=int, default=Camera.width, help="frame width in pixels (default %(default)s)")
@@ -406,12 +418,8 @@ def main(args: argparse.Namespace) -> int:
         "rates": rates,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(out, indent=1) + "\n")
-    if args.json:
-        print(json.dumps(out))
-    else:
+    emit(out, args.out, args.json)
+    if not args.json:
         print(f"camera {camera.width}×{camera.height}, HFOV {camera.hfov_deg:g}°, f = {camera.focal_px:.1f} px; "
               f"{len(sources)} photos × {args.repeats} repeats; {out['seconds']} s")
         print(table(rates))

@@ -358,23 +358,25 @@ def _xywh(box: np.ndarray) -> tuple[int, int, int, int]:
     return int(x0), int(y0), int(round(x1 - x0)), int(round(y1 - y0))
 
 
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int]:
+    """(intersection, area of a, area of b) of two (x, y, w, h) boxes."""
+    ax0, ay0, aw, ah = a
+    bx0, by0, bw, bh = b
+    iw = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
+    ih = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
+    return iw * ih, aw * ah, bw * bh
+
+
 def _same_face(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
     """Two mesh boxes of one face: they share at least half of the smaller one (a second, weaker
     detection of part of a face, or two tracks that converged, lands inside the first)."""
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
-    iw = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    ih = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    return iw * ih >= 0.5 * max(1, min(aw * ah, bw * bh))
+    inter, area_a, area_b = _overlap(a, b)
+    return inter >= 0.5 * max(1, min(area_a, area_b))
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
-    ax0, ay0, aw, ah = a
-    bx0, by0, bw, bh = b
-    iw = max(0, min(ax0 + aw, bx0 + bw) - max(ax0, bx0))
-    ih = max(0, min(ay0 + ah, by0 + bh) - max(ay0, by0))
-    inter = iw * ih
-    return inter / max(1e-9, aw * ah + bw * bh - inter)
+    inter, area_a, area_b = _overlap(a, b)
+    return inter / max(1e-9, area_a + area_b - inter)
 
 
 class FaceMesh:
