@@ -56,7 +56,7 @@ def test_no_face_in_a_plain_scene_gives_nothing(face_mesh):
 
 def test_undetected_face_falls_back_to_whole_image(grace_hopper):
     crop = cv2.resize(cv2.cvtColor(grace_hopper[140:330, 170:350], cv2.COLOR_BGR2GRAY), (48, 48), interpolation=cv2.INTER_AREA)
-    with FaceMesh(threads=1, min_detection_score=1.01) as mesh:  # a detector that never fires
+    with FaceMesh(threads=1, min_detection_score=1.01, weak_detection_score=None) as mesh:  # a detector that never fires
         found = mesh.process(cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB))
         assert len(found) == 1 and found[0].fallback and found[0].score > 0.5
         assert mesh.process(cv2.cvtColor(crop, cv2.COLOR_GRAY2RGB), allow_fallback=False) == []
@@ -319,3 +319,71 @@ def test_detector_also_looks_at_the_raw_frame(grace_hopper):
         found = mesh.detector(rgb(blank), also=rgb(grace_hopper))
         assert max(d.score for d in found) > 0.9  # her face, found in the second image only
     assert isinstance(mesh.detector, FaceDetector)
+
+
+class _Given:
+    """A detector that finds exactly the detections it is given (the FaceMesh side of the weak rule)."""
+
+    min_score = 0.5
+
+    def __init__(self, *detections) -> None:
+        self.detections = list(detections)
+
+    def __call__(self, rgb, timings=None, also=None):
+        return list(self.detections)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_weak_detection_is_a_face_only_where_the_mesh_is_sure_and_no_other_face_is(grace_hopper):
+    import dataclasses
+
+    from edge.vision.faces import SURE_PRESENCE, Detection
+
+    frame = rgb(grace_hopper)
+    with FaceMesh(threads=1) as mesh:
+        real = max(mesh.detector(frame), key=lambda d: d.score)
+        mesh.detector.close()
+
+        def lowered(fraction: float) -> Detection:  # her chin and collar: the mesh sees a face there too
+            shift = np.float32([0, (real.box[3] - real.box[1]) * fraction])
+            return Detection(box=real.box + np.tile(shift, 2), keypoints=real.keypoints + shift, score=0.35)
+
+        mesh.detector = _Given(dataclasses.replace(real, score=0.35))
+        faces = mesh.process(frame, allow_fallback=False)
+        assert len(faces) == 1 and faces[0].weak and faces[0].score >= SURE_PRESENCE
+        mesh.detector = _Given(real, lowered(0.6))  # presence 1.0, shares 0.44 of her face
+        assert [f.weak for f in mesh.process(frame, allow_fallback=False)] == [False]
+        mesh.detector = _Given(lowered(0.7))  # presence 0.62: enough for a sure detection, not for a weak one
+        assert mesh.process(frame, allow_fallback=False) == []
+
+
+def test_weak_detections_come_after_and_apart_from_the_sure_ones():
+    from edge.vision.faces import FaceDetector
+
+    def box(x0, y0, x1, y1):
+        b = np.float32([x0, y0, x1, y1])
+        kps = np.float32([[x0 + 0.3 * (x1 - x0), y0 + 0.4 * (y1 - y0)], [x0 + 0.7 * (x1 - x0), y0 + 0.4 * (y1 - y0)]] + [[(x0 + x1) / 2, (y0 + y1) / 2]] * 4)
+        return b, kps
+
+    given = [(box(100, 100, 200, 200), 0.9),  # a face
+             (box(104, 100, 204, 200), 0.45),  # a weak twin: must not pull the face's box
+             (box(150, 150, 250, 250), 0.4),  # a weak box sharing 0.25 of it: a part of the face
+             (box(400, 100, 480, 180), 0.4)]  # a weak face of its own
+
+    def fake(rgb, min_score, region=None):
+        kept = [(b, k, s) for (b, k), s in given if s >= min_score]
+        return (np.float32([b for b, _, _ in kept]).reshape(-1, 4), np.float32([k for _, k, _ in kept]).reshape(-1, 6, 2),
+                np.float32([s for _, _, s in kept]))
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    for weak_score, expected in ((None, [0.9]), (0.3, [0.9, 0.4])):
+        detector = FaceDetector(threads=1, passes=("far",), weak_score=weak_score)
+        detector._far.close()
+        detector._far = fake
+        found = detector(frame)
+        assert [round(d.score, 2) for d in found] == expected
+        np.testing.assert_array_equal(found[0].box, [100, 100, 200, 200])
+        if weak_score is not None:
+            np.testing.assert_array_equal(found[1].box, [400, 100, 480, 180])

@@ -36,6 +36,15 @@ face is lost, the whole-image fallback refused)."""
 SURE_DETECTION = 0.6
 """Detector score above which a face is kept even when the mesh doubts it (see MIN_DETECTED_OVERLAP);
 weaker detections must convince the mesh too (a flag's stripes scored 0.50 with presence 0.02)."""
+WEAK_DETECTION = 0.3
+"""Detections scoring from here up to the detector's min_score are meshed too, but kept only when the
+mesh is all but certain (SURE_PRESENCE): a masked face 50 px wide at 3 m scored 0.34 in the detector and
+0.99 in the mesh (docs/detection.md)."""
+SURE_PRESENCE = 0.9
+"""Mesh presence a weak detection needs to be taken as a face."""
+WEAK_SHARE = 0.2
+"""A weak detection (or its mesh) sharing this much of the smaller box with a face already found is
+that face's part, not another face."""
 MIN_DETECTED_OVERLAP = 0.3
 """A face the detector found is kept when the mesh laid on it overlaps the detector's box by this much
 (IoU), whatever the mesh's presence score: that score falls for faces the mesh model was not trained
@@ -92,6 +101,8 @@ class Face:
     track_id: int = 0
     """The same number for the same person while FaceMesh follows them from frame to frame (track=True);
     a new number for each face that had to be found by the detector. 0 for the whole-image fallback."""
+    weak: bool = False
+    """Found from a weak detection (WEAK_DETECTION) that the mesh was sure of."""
 
     @cached_property
     def box(self) -> tuple[int, int, int, int]:
@@ -267,7 +278,7 @@ class FaceDetector:
     """
 
     def __init__(self, threads: int = 2, min_score: float = 0.5, tile_fraction: float | tuple[float, ...] = (0.55, 0.4),
-                 passes: tuple[str, ...] = ("near", "far", "tiles")) -> None:
+                 passes: tuple[str, ...] = ("near", "far", "tiles"), weak_score: float | None = None) -> None:
         unknown = set(passes) - {"near", "far", "tiles"}
         if unknown:
             raise ModelError(f"unknown detection pass {sorted(unknown)}: use near, far and/or tiles")
@@ -276,23 +287,28 @@ class FaceDetector:
         self._far = BlazeFace(True, threads) if {"far", "tiles"} & set(passes) else None
         self.min_score = min_score  # every pass: MediaPipe's solutions default (0.6 on full range lost 16 points masked at 2 m)
         self.tile_fractions = (tile_fraction,) if isinstance(tile_fraction, float) else tuple(tile_fraction)
+        self.weak_score = weak_score
+        """Also return detections from weak_score up to min_score (after the others; each merged only with
+        its weak peers, and dropped where it overlaps a detection at min_score): the caller decides."""
 
     def __call__(self, rgb: np.ndarray, timings: dict[str, float] | None = None, also: np.ndarray | None = None) -> list[Detection]:
-        """Detections in `rgb` (and in `also`, the same frame otherwise processed, when given), merged."""
+        """Detections in `rgb` (and in `also`, the same frame otherwise processed, when given), merged;
+        then the weak ones (score < min_score, see weak_score)."""
         h, w = rgb.shape[:2]
+        floor = min(self.min_score, self.weak_score) if self.weak_score is not None else self.min_score
         found: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for image in (rgb, also) if also is not None else (rgb,):
             for name in self.passes:
                 start = time.perf_counter()
                 if name == "near":
-                    found.append(self._near(image, self.min_score))
+                    found.append(self._near(image, floor))
                 elif name == "far":
-                    found.append(self._far(image, self.min_score))
+                    found.append(self._far(image, floor))
                 else:
                     for fraction in self.tile_fractions:
                         side = int(round(w * fraction))
                         if FULL_RANGE_SIZE <= side < max(w, h):  # never upsampled: small images need no tiles
-                            found.extend(self._far(image, self.min_score, region) for region in tiles(w, h, side))
+                            found.extend(self._far(image, floor, region) for region in tiles(w, h, side))
                 if timings is not None:
                     timings[f"detect_{name}"] = timings.get(f"detect_{name}", 0.0) + (time.perf_counter() - start) * 1e3
         boxes = np.concatenate([f[0] for f in found]) if found else np.zeros((0, 4), np.float32)
@@ -300,7 +316,13 @@ class FaceDetector:
             return []
         kps = np.concatenate([f[1] for f in found])
         scores = np.concatenate([f[2] for f in found])
-        return _weighted_nms(boxes, kps, scores, iou=0.3)
+        strong = scores >= self.min_score
+        detections = _weighted_nms(boxes[strong], kps[strong], scores[strong], iou=0.3)
+        if strong.all():
+            return detections
+        weak = _weighted_nms(boxes[~strong], kps[~strong], scores[~strong], iou=0.3)
+        return detections + [d for d in weak  # not a part of a face found already (a chin and a hand: 0.33 shared)
+                             if not any(_same_face(_xywh(d.box), _xywh(s.box), WEAK_SHARE) for s in detections)]
 
     def close(self) -> None:
         for model in (self._near, self._far):
@@ -367,11 +389,11 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tupl
     return iw * ih, aw * ah, bw * bh
 
 
-def _same_face(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    """Two mesh boxes of one face: they share at least half of the smaller one (a second, weaker
+def _same_face(a: tuple[int, int, int, int], b: tuple[int, int, int, int], share: float = 0.5) -> bool:
+    """Two mesh boxes of one face: they share at least `share` of the smaller one (a second, weaker
     detection of part of a face, or two tracks that converged, lands inside the first)."""
     inter, area_a, area_b = _overlap(a, b)
-    return inter >= 0.5 * max(1, min(area_a, area_b))
+    return inter >= share * max(1, min(area_a, area_b))
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -388,9 +410,10 @@ class FaceMesh:
         max_faces: int = 6,
         min_detection_score: float = 0.5,
         min_presence: float = MIN_PRESENCE,
+        weak_detection_score: float | None = WEAK_DETECTION,
         redetect_every: int = 15,
     ) -> None:
-        self.detector = FaceDetector(threads=threads, min_score=min_detection_score)
+        self.detector = FaceDetector(threads=threads, min_score=min_detection_score, weak_score=weak_detection_score)
         self.landmarks = LandmarkModel(threads=threads)
         self.max_faces = max_faces
         self.min_presence = min_presence
@@ -439,7 +462,8 @@ class FaceMesh:
                 candidates += self._mesh(rgb, [(0, det.roi())], fallback=False, detected=det)
             # faces the mesh is sure of first (then by detector score): a doubtful box over a group must not hide them
             for candidate in sorted(candidates, key=lambda f: f.score < self.min_presence):
-                if not any(_same_face(candidate.box, f.box) for f in faces):
+                share = WEAK_SHARE if candidate.weak else 0.5
+                if not any(_same_face(candidate.box, f.box, share) for f in faces):
                     self._last_id += 1
                     faces.append(dataclasses.replace(candidate, track_id=self._last_id))
             landmark_ms += (time.perf_counter() - start) * 1e3
@@ -462,8 +486,13 @@ class FaceMesh:
         out = []
         for track_id, roi in rois:
             points, score = self.landmarks(rgb, roi)
-            face = Face(landmarks=points, score=score, fallback=fallback, roi=roi, track_id=track_id)
-            if score >= self.min_presence or (detected is not None and _agrees(face, detected)):
+            weak = detected is not None and detected.score < self.detector.min_score
+            face = Face(landmarks=points, score=score, fallback=fallback, roi=roi, track_id=track_id, weak=weak)
+            if weak:
+                keep = score >= SURE_PRESENCE  # the mesh must be all but certain
+            else:
+                keep = score >= self.min_presence or (detected is not None and _agrees(face, detected))
+            if keep:
                 out.append(face)
         return out
 
