@@ -386,6 +386,13 @@ def test_speech_is_the_wearers_phrase_with_its_audio_from_the_project_voice(serv
         assert status == 400 and query.rsplit("&", 1)[-1].split("=")[0] in answer["error"]
 
 
+def test_speech_cache_is_warm_before_the_server_listens(server):
+    """The first ?speech=1 request waited ~0.6 s for the warm-up while /healthz already said ok."""
+    warm = [i for i, line in enumerate(server.lines) if "speech cache warm:" in line]
+    listening = [i for i, line in enumerate(server.lines) if "serving on" in line]
+    assert warm and warm[0] < listening[0], server.lines
+
+
 def test_server_logs_its_execution_provider_and_refuses_a_missing_gpu(server, certs, tokens, capsys):
     import onnxruntime
 
