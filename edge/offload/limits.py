@@ -17,8 +17,9 @@ class Limits:
     max_pixels: int = 640 * 480
     """Width × height from the image header above this is refused with 400 before decoding. The
     glasses send face crops of at most 256 px; anything far bigger is refused, not decoded. The work
-    grows with it: an all-black 640×480 image (low-light branch) costs the server ~60 ms and ~20 MB;
-    the 16 MP allowed before cost 2.5 s and ~900 MB, and one device sending those starved the rest."""
+    grows with it: an all-black 640×480 image (low-light branch) costs ~60 ms alone (up to ~230 ms
+    on a busy 2-core machine) and ~20 MB; the 16 MP allowed before cost 2.5 s and ~900 MB, and one
+    device sending those starved the rest."""
     max_per_device: int = 8
     """Requests one token may have queued or running at once; more get 429 (a press sends one
     per face, at most 4 at a time), so no device fills the shared queue."""
