@@ -54,6 +54,7 @@ example:
     parser.add_argument("--burst", type=int, default=limits.burst, help="requests per token allowed at once before --rate applies (default %(default)s)")
     parser.add_argument("--timeout", type=float, default=limits.timeout_s, help="seconds a request may take, upload and queueing included; then 503 (default %(default)s)")
     parser.add_argument("--max-queue", type=int, default=limits.max_queue, help="requests waiting for an inference worker beyond this get 503 (default %(default)s)")
+    parser.add_argument("--max-per-device", type=int, default=limits.max_per_device, help="requests one token may have queued or running at once; more get 429 (default %(default)s)")
     parser.add_argument("--idle-timeout", type=float, default=limits.idle_timeout_s, help="seconds a connection may stay idle or take to send its request header; then it is closed (default %(default)s)")
     parser.add_argument("--voice", type=Path, default=None, help="Piper voice (.onnx beside its .onnx.json) for ?speech=1 answers (default: espeak-ng)")
     parser.add_argument("--espeak-voice", default="en-us", help="espeak-ng voice when no Piper voice is given or it fails to load (default %(default)s)")
@@ -92,6 +93,8 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError(f"{tokens.path}: no device tokens; add one with `python -m edge token add NAME`")
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: use 1 or more")
+    if args.max_per_device < 1:
+        raise ConfigError(f"--max-per-device {args.max_per_device}: use 1 or more")
     if not 0 < args.max_pixels <= images.MAX_PIXELS:
         raise ConfigError(f"--max-pixels {args.max_pixels}: use 1 to {images.MAX_PIXELS:,} (the decoder's own limit)")
     if args.device != "cpu" and args.backend != "onnx":
@@ -105,6 +108,7 @@ def main(args: argparse.Namespace) -> int:
         burst=args.burst,
         timeout_s=args.timeout,
         max_queue=args.max_queue,
+        max_per_device=args.max_per_device,
         idle_timeout_s=args.idle_timeout,
     )
     providers = onnx_providers(args.device) if args.backend == "onnx" else None
@@ -139,7 +143,7 @@ def main(args: argparse.Namespace) -> int:
             speech = PhraseCache(voice, rate=args.speech_rate)
         analyzer = Analyzer(pipelines, speech=speech, light=LightConfig())
         stack.callback(analyzer.close)
-        analyzer.warm_speech(all_phrases("verbose"))
+        analyzer.warm_speech(all_phrases("verbose"))  # before listening: /healthz "ok" means warm
         _LOGGER.info("%d device token(s) from %s", len(tokens.hashes), tokens.path)
         asyncio.run(serve(make_app(analyzer, tokens, limits), args.host, args.port, ssl_context, idle_timeout_s=limits.idle_timeout_s))
     return 0

@@ -23,6 +23,8 @@ def main(args: argparse.Namespace) -> int:
     if args.action == "list":
         for name in sorted(store.hashes):
             print(name)
+        if not store.hashes:
+            print(f"no device tokens in {store.path}; add one with `python -m edge token add NAME`", file=sys.stderr)
         return 0
     if not args.name:
         raise ConfigError(f"token {args.action} needs a NAME, e.g. `python -m edge token {args.action} glasses-anna`")
@@ -30,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
         if not store.remove(args.name):
             print(f"error: no token named {args.name!r} in {store.path}", file=sys.stderr)
             return 1
-        print(f"removed {args.name}", file=sys.stderr)
+        print(f"removed {args.name}; a running server refuses its token from the next request", file=sys.stderr)
         return 0
     token = store.add(args.name)
     print(token)

@@ -216,6 +216,36 @@ def test_token_add_prints_it_once_and_stores_only_its_hash(tmp_path, capsys):
     assert TokenStore(path).check(token) is None
 
 
+def test_a_running_servers_token_store_sees_token_add_and_remove_without_a_restart(tmp_path):
+    path = tmp_path / "tokens"
+    server_side = TokenStore(path)  # as `edge serve` holds it
+    assert server_side.check("anything") is None
+    token = TokenStore(path).add("glasses-new")  # `edge token add`, another process
+    assert server_side.check(token) == "glasses-new"
+    assert entry.main(["token", "remove", "glasses-new", "--tokens", str(path)]) == 0
+    assert server_side.check(token) is None
+    kept = TokenStore(path).add("glasses-kept")
+    assert server_side.check(kept) == "glasses-kept"
+    path.write_text(path.read_text() + "half a line\n")  # a hand edit gone wrong: the last good tokens stay
+    assert server_side.check(kept) == "glasses-kept"
+    path.unlink()
+    assert server_side.check(kept) is None
+
+
+def test_token_list_says_when_there_are_none_and_the_folder_is_private(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    assert entry.main(["token", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1
+    assert "no device tokens" in err and "python -m edge token add NAME" in err
+    assert entry.main(["token", "add", "glasses-anna"]) == 0
+    assert (tmp_path / "glasses").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "glasses" / "offload_tokens").stat().st_mode & 0o777 == 0o600
+    capsys.readouterr()
+    assert entry.main(["token", "list"]) == 0
+    assert capsys.readouterr() == ("glasses-anna\n", "")
+
+
 def test_rate_limiter_is_per_token_bucket():
     now = [0.0]
     limiter = RateLimiter(rate_per_s=2.0, burst=3, clock=lambda: now[0])
@@ -354,6 +384,13 @@ def test_speech_is_the_wearers_phrase_with_its_audio_from_the_project_voice(serv
     for query in ("speech=maybe", "speech=1&verbosity=chatty", "lowlight=dusk"):
         status, answer = request(server.port, "POST", f"/v1/analyze?{query}", jpeg(grace_hopper), tokens[1]["speech"], tls)
         assert status == 400 and query.rsplit("&", 1)[-1].split("=")[0] in answer["error"]
+
+
+def test_speech_cache_is_warm_before_the_server_listens(server):
+    """The first ?speech=1 request waited ~0.6 s for the warm-up while /healthz already said ok."""
+    warm = [i for i, line in enumerate(server.lines) if "speech cache warm:" in line]
+    listening = [i for i, line in enumerate(server.lines) if "serving on" in line]
+    assert warm and warm[0] < listening[0], server.lines
 
 
 def test_server_logs_its_execution_provider_and_refuses_a_missing_gpu(server, certs, tokens, capsys):

@@ -14,8 +14,15 @@ class Limits:
 
     max_body_bytes: int = 2 * 1024 * 1024
     """Larger bodies are refused with 413 (a 640×480 JPEG frame is ~50 KB, a face crop ~10 KB)."""
-    max_pixels: int = 16_000_000
-    """Width × height from the image header above this is refused with 400 before decoding."""
+    max_pixels: int = 640 * 480
+    """Width × height from the image header above this is refused with 400 before decoding. The
+    glasses send face crops of at most 256 px; anything far bigger is refused, not decoded. The work
+    grows with it: an all-black 640×480 image (low-light branch) costs ~60 ms alone (up to ~230 ms
+    on a busy 2-core machine) and ~20 MB; the 16 MP allowed before cost 2.5 s and ~900 MB, and one
+    device sending those starved the rest."""
+    max_per_device: int = 8
+    """Requests one token may have queued or running at once; more get 429 (a press sends one
+    per face, at most 4 at a time), so no device fills the shared queue."""
     rate_per_s: float = 20.0
     """Sustained requests per second per token (token bucket)."""
     burst: int = 40

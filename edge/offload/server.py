@@ -1,25 +1,33 @@
 """The AI-server side of offload: `POST /v1/analyze` runs the one pipeline, `GET /healthz` says it is up.
 
 aiohttp serves HTTPS; every request to the API needs a per-device bearer token (stored hashed, see
-tokens.py) and passes, in order: token (401) → per-token rate limit (429) → body size (413) → image
-header check — format and pixel count read from the PNG/JPEG header *before* anything is decoded,
-so a decompression bomb costs a few kilobytes (400) → one inference worker → the same JSON as
-`python -m edge analyze --json` (without "path").
+tokens.py, re-read when the file changes) and passes, in order: token (401) → per-token rate
+limit (429) → body size (413) → image header check — format and pixel count read from the
+PNG/JPEG header *before* anything is decoded, so a decompression bomb or a huge blank image costs a
+few kilobytes (400) → a turn at an inference worker → the same JSON as `python -m edge analyze
+--json` (without "path").
 
-A pipeline is not thread-safe, so each inference worker thread owns one (`--workers N` loads N);
-requests beyond the workers wait, and a queue deeper than `max_queue` is answered 503 at once
-instead of making every device late. `?speech=1` adds what the glasses would say — the phrase from
-edge.speech.phrases.describe and its WAV, composed from the server's warmed phrase cache on a
-separate speech thread — for clients without a voice of their own. Bodies are read into memory and
-dropped after the answer: nothing is written to disk. The access log is one JSON line per request
-with no image data and no token.
+A pipeline is not thread-safe, so each inference worker thread owns one (`--workers N` loads N).
+Requests beyond the workers wait in one line per device, and a freed worker goes to the waiting
+device served longest ago (FairTurns), so one device's backlog delays another's request by at
+most the requests already running. A device with `max_per_device` requests in flight gets 429, a
+queue deeper than `max_queue` 503, at once, instead of making every device late; a request that
+runs out of time while waiting is dropped from its line unrun.
+
+`?speech=1` adds what the glasses would say — the phrase from edge.speech.phrases.describe and its
+WAV, composed on a separate speech thread from the phrase cache warmed before the server listens —
+for clients without a voice of their own. Bodies are read into memory and dropped after the
+answer: nothing is written to disk. The access log is one JSON line per request with no image data
+and no token; a request aiohttp cannot parse is one warning line without its content.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import io
+import itertools
 import json
 import logging
 import math
@@ -32,9 +40,10 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from edge import images
-from edge.errors import ImageError
+from edge.errors import AudioError, ImageError
 from edge.config import LightConfig
 from edge.results import FrameResult, too_dark
 from edge.offload.limits import Limits, RateLimiter
@@ -42,11 +51,15 @@ from edge.offload.tokens import TokenStore
 
 _LOGGER = logging.getLogger(__name__)
 ACCESS_LOGGER = logging.getLogger("edge.offload.access")
+HTTP_LOGGER = logging.getLogger("edge.offload.http")
+"""aiohttp's own connection-level messages (requests it cannot parse), through _NoRequestContent."""
 
 LOWLIGHT = {"auto": None, "on": True, "off": False}
 SPEECH = {"0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
 VERBOSITY = ("terse", "verbose")
 ALLOWED_FORMATS = ("JPEG", "PNG")
+DEVICE = web.RequestKey("device", str)
+"""The token's device name, set on the request by the guard."""
 
 
 def check_header(data: bytes, max_pixels: int) -> tuple[str, int, int]:
@@ -63,7 +76,7 @@ def check_header(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise ImageError("body is not a JPEG or PNG image") from None
     if width * height > max_pixels:
-        raise ImageError(f"{fmt} {width}×{height} is over the {max_pixels:,} pixel limit: send a face crop or a ≤640×480 frame")
+        raise ImageError(f"{fmt} {width}×{height} is over the {max_pixels:,} pixel limit: send the face crop (the glasses send ≤256 px) or a smaller frame")
     return fmt, width, height
 
 
@@ -86,6 +99,7 @@ class Analyzer:
         self.speech = speech
         self.light = light if light is not None else LightConfig()
         self.speech_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech") if speech is not None else None
+        self.turns = FairTurns(self.workers)
         self.pending = 0
 
     def run(self, data: bytes, lowlight: bool | None) -> FrameResult:
@@ -97,10 +111,28 @@ class Analyzer:
         finally:
             self._idle.put(pipeline)
 
+    async def analyze(self, device: str, data: bytes, lowlight: bool | None) -> FrameResult:
+        """`run` on a worker when `device`'s turn comes. Cancelled while waiting, it never runs; cancelled
+        while running, the worker finishes it and only then is handed on (so `workers` bounds the work)."""
+        await self.turns.acquire(device)
+        work = asyncio.get_running_loop().run_in_executor(self.executor, self.run, data, lowlight)
+        work.add_done_callback(self._finished)
+        return await asyncio.shield(work)
+
+    def _finished(self, work: asyncio.Future[FrameResult]) -> None:
+        self.turns.release()
+        if not work.cancelled() and work.exception() is not None:  # read here, so an abandoned request's error is not logged as unretrieved
+            _LOGGER.debug("inference ended with %s", type(work.exception()).__name__)
+
     def warm_speech(self, phrases: Sequence[str]) -> None:
-        """Synthesise every phrase on the speech thread, ahead of the first `?speech=1` request."""
-        if self.speech_executor is not None:
-            self.speech_executor.submit(self.speech.warm, phrases).add_done_callback(_log_failure)
+        """Synthesise every phrase now, before the server listens: once /healthz answers, no `?speech=1`
+        request waits for synthesis (warming on the speech thread meanwhile made the first one ~0.6 s)."""
+        if self.speech is None:
+            return
+        try:
+            self.speech.warm(phrases)
+        except AudioError as exc:
+            _LOGGER.error("speech cache warm-up failed (%s); ?speech=1 answers synthesise each phrase when first asked", exc)
 
     def say(self, result: FrameResult, verbosity: str) -> dict[str, Any]:
         """What the glasses would say for `result`, and its audio as base64 WAV (speech thread)."""
@@ -123,9 +155,65 @@ class Analyzer:
             self.speech_executor.shutdown(wait=True, cancel_futures=True)
 
 
-def _log_failure(future: Any) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        _LOGGER.error("speech cache warm-up failed: %s", future.exception())
+class FairTurns:
+    """`slots` worker turns, handed out fairly between devices: each device's requests wait in their
+    own line, and a freed worker goes to the waiting device served longest ago, not to the oldest
+    request. Used on the event loop thread only."""
+
+    def __init__(self, slots: int) -> None:
+        self.free = slots
+        self._lines: dict[str, collections.deque[asyncio.Future[None]]] = {}
+        self._served: dict[str, int] = {}  # device → when it last got a turn (one per token: bounded)
+        self._turns = itertools.count()
+
+    async def acquire(self, key: str) -> None:
+        if self.free > 0 and not self._lines:
+            self.free -= 1
+            self._served[key] = next(self._turns)
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._lines.setdefault(key, collections.deque()).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self.release()  # given the turn just as it was cancelled: pass it on
+            elif turn in self._lines.get(key, ()):
+                self._lines[key].remove(turn)
+                if not self._lines[key]:
+                    del self._lines[key]
+            raise
+
+    def release(self) -> None:
+        while self._lines:
+            key = min(self._lines, key=lambda k: self._served.get(k, -1))
+            line = self._lines[key]
+            turn = line.popleft()
+            if not line:
+                del self._lines[key]
+            if not turn.done():
+                self._served[key] = next(self._turns)
+                turn.set_result(None)
+                return
+        self.free += 1
+
+
+class _NoRequestContent(logging.Filter):
+    """aiohttp logs a request it cannot parse (a header over its 8 KB limit, bytes that are not HTTP)
+    with a traceback quoting the offending line — an `Authorization` header, token and all — so any
+    client could fill the log with it. One line instead (a warning at most): who, the status, the kind of error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "%s: refused with %s %s (request content not logged)", (record.getMessage(), exc.code, type(exc).__name__)
+            record.exc_info, record.exc_text = None, None
+            if record.levelno > logging.WARNING:  # aiohttp's debug-level ones (TLS sent to a plain port) stay debug
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+HTTP_LOGGER.addFilter(_NoRequestContent())
 
 
 class JsonAccessLogger(AbstractAccessLogger):
@@ -137,7 +225,7 @@ class JsonAccessLogger(AbstractAccessLogger):
             json.dumps(
                 {
                     "remote": request.remote,
-                    "device": request.get("device", "-"),
+                    "device": request.get(DEVICE, "-"),
                     "method": request.method,
                     "path": request.path,
                     "status": response.status,
@@ -155,6 +243,7 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 
 def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) -> web.Application:
     limiter = RateLimiter(limits.rate_per_s, limits.burst)
+    in_flight: collections.Counter[str] = collections.Counter()
 
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Any]) -> web.StreamResponse:
@@ -164,7 +253,7 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
         device = tokens.check(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
         if device is None:
             return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="edge"'})
-        request["device"] = device
+        request[DEVICE] = device
         wait = limiter.take(device)
         if wait > 0:
             return _error(429, f"rate limit: {limits.rate_per_s:g} requests/s per device", {"Retry-After": str(math.ceil(wait))})
@@ -187,18 +276,25 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
             return _error(400, "speech=1: this server runs without a voice (started with --no-speech)")
         if request.content_length is not None and request.content_length > limits.max_body_bytes:
             return _error(413, f"body of {request.content_length} bytes is over the {limits.max_body_bytes} byte limit")
+        device = request[DEVICE]
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(limits.timeout_s):
                 data = await request.read()
                 check_header(data, limits.max_pixels)
+                if in_flight[device] >= limits.max_per_device:
+                    return _error(429, f"this device already has {limits.max_per_device} requests in flight; wait for their answers", {"Retry-After": "1"})
                 if analyzer.pending >= limits.max_queue:
                     return _error(503, "busy: too many requests queued for inference; try again", {"Retry-After": "1"})
                 analyzer.pending += 1
+                in_flight[device] += 1
                 try:
-                    result = await loop.run_in_executor(analyzer.executor, analyzer.run, data, LOWLIGHT[lowlight_text])
+                    result = await analyzer.analyze(device, data, LOWLIGHT[lowlight_text])
                 finally:
                     analyzer.pending -= 1
+                    in_flight[device] -= 1
+                    if not in_flight[device]:
+                        del in_flight[device]
                 answer = result.to_json()
                 if SPEECH[speech_text]:
                     answer["speech"] = await loop.run_in_executor(analyzer.speech_executor, analyzer.say, result, verbosity)
@@ -224,28 +320,37 @@ async def serve(
     ready: Callable[[int], None] | None = None,
     idle_timeout_s: float = Limits.idle_timeout_s,
 ) -> None:
-    """Serve until SIGINT/SIGTERM. `ready(port)` is called once listening (port 0 picks a free one)."""
+    """Serve until SIGINT/SIGTERM. `ready(port)` is called once listening (port 0 picks a free one).
+
+    The listening socket is made here rather than by aiohttp's TCPSite, which has no TLS handshake
+    timeout: asyncio's default of 60 s held connections that never start TLS twice as long as the
+    `idle_timeout_s` every other unfinished request gets."""
     runner = web.AppRunner(
         app,
         access_log_class=JsonAccessLogger,
         access_log=ACCESS_LOGGER,
+        logger=HTTP_LOGGER,
         handle_signals=False,
         handler_cancellation=True,
         keepalive_timeout=idle_timeout_s,
     )
     await runner.setup()
+    assert runner.server is not None
+    listener = None
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-        await site.start()
-        bound = runner.addresses[0][1]
+        loop = asyncio.get_running_loop()
+        handshake = {"ssl_handshake_timeout": idle_timeout_s} if ssl_context is not None else {}
+        listener = await loop.create_server(runner.server, host, port, ssl=ssl_context, **handshake)
+        bound = listener.sockets[0].getsockname()[1]
         _LOGGER.info("serving on %s://%s:%d", "https" if ssl_context else "http", host, bound)
         if ready is not None:
             ready(bound)
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         _LOGGER.info("stopping")
     finally:
+        if listener is not None:
+            listener.close()
         await runner.cleanup()
