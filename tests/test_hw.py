@@ -98,6 +98,27 @@ def test_image_folder_in_name_order_then_ends(tmp_path):
         drain_until_error(camera)
 
 
+def test_image_folder_skips_a_file_that_does_not_decode_with_one_warning(tmp_path, caplog):
+    """a_real, b_fake, c_real: b is skipped (warned once, however often the folder loops), c is reached."""
+    cv2.imwrite(str(tmp_path / "a_real.jpg"), np.full((30, 40, 3), 60, np.uint8))
+    (tmp_path / "b_fake.jpg").write_bytes(b"not a jpeg at all")
+    cv2.imwrite(str(tmp_path / "c_real.jpg"), np.full((30, 40, 3), 180, np.uint8))
+    reader = ImageFolderReader(tmp_path, loop=True)
+    with caplog.at_level("WARNING", logger="edge.hw.camera"):
+        values = [int(reader.read().mean().round()) for _ in range(6)]
+    assert [abs(v - 60) <= 2 for v in values] == [True, False] * 3  # a, c, a, c, …: never stuck on b
+    assert [abs(v - 180) <= 2 for v in values] == [False, True] * 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "b_fake.jpg" in warnings[0], warnings
+    with Camera(CameraConfig(source=str(tmp_path), fps=200.0, loop=True)) as camera:
+        assert camera.latest(timeout=WAIT, newer_than=5).index > 5  # it went round several times
+        assert not camera.failed.is_set()
+    (tmp_path / "a_real.jpg").write_bytes(b"")
+    (tmp_path / "c_real.jpg").write_bytes(b"broken")
+    with pytest.raises(CameraError, match="no file in it decodes"):
+        ImageFolderReader(tmp_path, loop=True).read()
+
+
 def test_bad_sources_are_clear_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CameraError, match="no images"):
