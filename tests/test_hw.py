@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import queue
 import threading
 from pathlib import Path
@@ -253,6 +254,25 @@ def test_terminal_button_keys():
             ButtonEvent.CONTINUOUS,
             ButtonEvent.QUIT,
         ]
+
+
+def test_a_terminal_button_reopened_on_the_same_stream_gets_every_line():
+    """A reload closes the terminal button and opens another on stdin: the next Enter goes to the new one."""
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd) as stream, os.fdopen(write_fd, "w") as typed:
+        old: queue.Queue[ButtonEvent] = queue.Queue()
+        with TerminalButton(old.put, stream):
+            typed.write("\n")
+            typed.flush()
+            assert get_events(old, 1) == [ButtonEvent.PRESS]
+        typed.write("r\n")  # typed between the close and the next open: kept for the next button
+        typed.flush()
+        new: queue.Queue[ButtonEvent] = queue.Queue()
+        with TerminalButton(new.put, stream):
+            typed.write("\n")
+            typed.flush()
+            assert get_events(new, 2) == [ButtonEvent.REPEAT, ButtonEvent.PRESS]
+        assert old.empty()
 
 
 # ---------------------------------------------------------------- light
