@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,9 @@ class Event:
     button: ButtonEvent | None = None
     part: str = ""
     detail: str = ""
+    at: float = field(default_factory=time.monotonic)
+    """When it was posted: a press taken later than that (the loop was busy) must not cut the answers
+    that were given meanwhile."""
 
 
 @dataclass
@@ -203,6 +206,8 @@ class App:
         self._changes = Changes()
         self._to_warm: deque[str] = deque()
         self._warmed = 0
+        self._spoken_at = float("-inf")
+        """When the loop last handed audio to the sink."""
         self.last_phrase: str | None = None
         self.presses_done = 0
 
@@ -291,7 +296,7 @@ class App:
         elif event.kind is EventKind.PART_UP:
             self._part_up(event.part)
         elif event.button is ButtonEvent.PRESS:
-            self._describe(continuous=False)
+            self._describe(continuous=False, pressed_at=event.at)
             self.presses_done += 1
         elif event.button is ButtonEvent.REPEAT:
             self._say(self.last_phrase or Status.NOTHING_TO_REPEAT.value, interrupt=True)
@@ -312,9 +317,12 @@ class App:
 
     # ---- one description
 
-    def _describe(self, *, continuous: bool) -> None:
+    def _describe(self, *, continuous: bool, pressed_at: float = float("inf")) -> None:
         if not continuous:
-            self._stop_speech()
+            # a press cuts what the wearer was hearing when they pressed, so they need not wait for an
+            # old sentence; presses made while the loop was still busy each get their answer in turn
+            if pressed_at > self._spoken_at:
+                self._stop_speech()
             self._play(self.parts.earcon)
             if self.parts.bridge is not None and self.config.bridge.haptic:
                 self.parts.bridge.haptic()
@@ -410,6 +418,7 @@ class App:
             return
         try:
             self.parts.sink.play(clip, block=False)
+            self._spoken_at = time.monotonic()
         except EdgeError as exc:
             _LOGGER.error("audio sink: %s", exc)
 

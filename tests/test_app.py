@@ -24,6 +24,8 @@ from edge.hw.camera import Camera, VideoFileReader
 from edge.hw.light import open_light
 from edge.results import FaceResult, FrameResult, Position
 from edge.speech.phrases import all_phrases, describe
+from edge.speech.playback import NullSink
+from edge.speech.tts import AudioClip
 
 WAIT = 15.0  # generous waits on conditions; nothing here asserts on timing
 
@@ -440,3 +442,64 @@ def test_bright_but_noisy_frame_with_no_face_says_too_dark_and_a_clean_one_no_fa
     with running(app):
         app.press()
         assert sink.wait_said("no face")
+
+
+class Speaker(NullSink):
+    """The real sink's queue, stop() and records, with audio that takes its own length to play."""
+
+    def _write(self, samples: np.ndarray) -> None:
+        deadline = time.monotonic() + len(samples) / RATE
+        while not self._stop_requested() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+RATE = 8_000
+
+
+class ClipCache(FakeCache):
+    """Phrase cache whose clips are silence of `seconds`, labelled with their text."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def get(self, text: str) -> AudioClip:
+        return AudioClip(np.zeros(int(self.seconds * RATE), np.int16), RATE, text)
+
+    compose = get
+
+
+def speaking_app(seconds: float) -> tuple[App, Speaker]:
+    cfg = config()
+    lux, switch = open_light(cfg.light, real=False)
+    sink = Speaker()
+    parts = Parts(pipeline=FakePipeline(HAPPY), cache=ClipCache(seconds), sink=sink,
+                  camera=Camera(cfg.camera, reader_factory=ConstantReader), lux=lux, switch=switch,
+                  earcon=AudioClip(np.zeros(RATE // 20, np.int16), RATE, EARCON))
+    return App(cfg, parts, backoff=(0.01, 0.05)), sink
+
+
+def test_presses_made_while_the_loop_was_busy_each_get_their_own_answer():
+    """`run --presses 3`: three tones and three answers, none cut by the press after it (#18 item 13)."""
+    app, sink = speaking_app(seconds=0.3)
+    thread = threading.Thread(target=app.run, kwargs={"presses": 3, "exit_after_presses": True}, daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    heard = [r.text for r in sink.records if not r.stopped]
+    assert heard == ["ready"] + [EARCON, "looks happy"] * 3, [(r.text, r.stopped) for r in sink.records]
+
+
+def test_a_press_while_an_answer_plays_cuts_it():
+    app, sink = speaking_app(seconds=3.0)
+    with running(app):
+        app.press()
+        deadline = time.monotonic() + WAIT
+        while not (sink.first_audio_ns and sink.records and sink.records[-1].text == EARCON):
+            assert time.monotonic() < deadline, "the first answer never started"
+            time.sleep(0.01)
+        time.sleep(0.1)  # the answer is playing now
+        app.press()
+        assert sink.wait(WAIT)
+    answers = [r for r in sink.records if r.text == "looks happy"]
+    assert [r.stopped for r in answers] == [True, False]
