@@ -6,6 +6,7 @@ import dataclasses
 
 import argparse
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,9 +18,9 @@ from gpiozero.pins.mock import MockFactory
 
 import edge.app as app_module
 from edge.app import App, Parts, State, resolve_sink_endpoint
-from edge.config import ButtonConfig, CameraConfig, Config, LightConfig, load_config
+from edge.config import ButtonConfig, CameraConfig, Config, load_config
 from edge.errors import CameraError
-from edge.hw.button import ButtonEvent, GpioButton
+from edge.hw.button import ButtonEvent, GpioButton, TerminalButton
 from edge.hw.camera import Camera, VideoFileReader
 from edge.hw.light import open_light
 from edge.results import FaceResult, FrameResult, Position
@@ -414,14 +415,13 @@ def test_cli_run_demo_presses(monkeypatch):
     sinks: list[RecordingSink] = []
 
     @contextlib.contextmanager
-    def fake_parts(cfg: Config):
+    def fake_core(cfg: Config):  # the devices are the real ones: demo camera, frame brightness, no button
         seen.append(cfg)
         sink = RecordingSink()
         sinks.append(sink)
-        lux, switch = open_light(LightConfig(), real=False)
-        yield Parts(FakePipeline(HAPPY), FakeCache(), sink, Camera(cfg.camera), lux, switch)
+        yield Parts(FakePipeline(HAPPY), FakeCache(), sink)
 
-    monkeypatch.setattr(app_module, "open_parts", fake_parts)
+    monkeypatch.setattr(app_module, "open_core", fake_core)
     parser = argparse.ArgumentParser()
     cli_run.add_arguments(parser)
     args = parser.parse_args(["--demo", "--presses", "1", "--exit-after-presses", "--set", "camera.fps=50"])
@@ -503,3 +503,16 @@ def test_a_press_while_an_answer_plays_cuts_it():
         assert sink.wait(WAIT)
     answers = [r for r in sink.records if r.text == "looks happy"]
     assert [r.stopped for r in answers] == [True, False]
+
+
+def test_ready_line_says_how_to_press_and_how_to_quit(caplog):
+    """`make run` / `edge run --presses N` keep running: one line at ready tells the person at the terminal how
+    to press and how to stop (#18 item 12)."""
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd) as keys, os.fdopen(write_fd, "w"):
+        app, sink, _ = make_app(config(), FakePipeline(HAPPY), open_button=lambda emit: TerminalButton(emit, keys))
+        with caplog.at_level("INFO", logger="edge.app"), running(app, presses=1):
+            assert sink.wait_said("looks happy")
+    ready = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ready: ")]
+    assert ready == ["ready: press Enter to read faces (r = repeat, c = continuous on/off), Ctrl-C to quit; "
+                     "1 simulated press(es) first (--exit-after-presses stops after them)"]

@@ -152,7 +152,7 @@ class TerminalButton:
     """Demo/fake mode: Enter = press, "r" = repeat, "c" = continuous toggle, "q" = quit (one per line)."""
 
     description = "terminal button (Enter = press, r = repeat, c = continuous, q = quit)"
-    hint = "press Enter to read faces (r = repeat, c = continuous on/off, q = quit)"
+    hint = "press Enter to read faces (r = repeat, c = continuous on/off)"
 
     def __init__(self, emit: Emit, stream: TextIO | None = None) -> None:
         self._emit = emit
@@ -180,7 +180,7 @@ class NoButton:
     """Fake mode without a terminal (service, CI): presses come only from `--presses`."""
 
     description = "no button (no terminal; use --presses N)"
-    hint = "no terminal, so no button: only the --presses N simulated presses are answered"
+    hint = "no terminal, so no button (presses come only from --presses N)"
 
     def close(self) -> None:
         pass
