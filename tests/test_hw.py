@@ -107,8 +107,10 @@ def test_image_folder_skips_a_file_that_does_not_decode_with_one_warning(tmp_pat
     reader = ImageFolderReader(tmp_path, loop=True)
     with caplog.at_level("WARNING", logger="edge.hw.camera"):
         values = [int(reader.read().mean().round()) for _ in range(6)]
-    assert [abs(v - 60) <= 2 for v in values] == [True, False] * 3  # a, c, a, c, …: never stuck on b
-    assert [abs(v - 180) <= 2 for v in values] == [False, True] * 3
+        reopened = ImageFolderReader(tmp_path, loop=False)  # a folder that ends is reopened by the supervisor
+        values += [int(reopened.read().mean().round()) for _ in range(2)]
+    assert [abs(v - 60) <= 2 for v in values] == [True, False] * 4  # a, c, a, c, …: never stuck on b
+    assert [abs(v - 180) <= 2 for v in values] == [False, True] * 4
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "b_fake.jpg" in warnings[0], warnings
     with Camera(CameraConfig(source=str(tmp_path), fps=200.0, loop=True)) as camera:

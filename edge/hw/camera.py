@@ -108,8 +108,8 @@ class VideoFileReader:
 class ImageFolderReader:
     """Every image in a folder, in name order, one per frame.
 
-    A file that does not decode is skipped with one warning (not each time round the loop): one bad
-    file is a bad frame, not a lost camera. Only a folder in which nothing decodes fails."""
+    A file that does not decode is skipped with one warning (not each time round the folder, nor on
+    each reopen): one bad file is a bad frame, not a lost camera. Only a folder where nothing decodes fails."""
 
     paced = False
 
@@ -135,11 +135,26 @@ class ImageFolderReader:
                 return images.read(path)
             except ImageError as exc:
                 self._bad.add(path)
-                _LOGGER.warning("camera %s: skipping %s", self.description, exc)
+                version = _version(path)
+                log = _LOGGER.debug if version in _SKIPPED else _LOGGER.warning  # a reopen (no loop) warns no more
+                _SKIPPED.add(version)
+                log("camera %s: skipping %s", self.description, exc)
         raise CameraError(f"camera {self.description}: no file in it decodes as an image (see the warnings above)")
 
     def close(self) -> None:
         pass
+
+
+_SKIPPED: set[tuple] = set()
+"""Image files already warned about (by path, mtime and size: a file replaced since is warned about anew)."""
+
+
+def _version(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (path,)
+    return path, stat.st_mtime_ns, stat.st_size
 
 
 class DemoReader:
