@@ -26,7 +26,8 @@ $(TRAIN_STAMP): $(STAMP) requirements-train.txt
 train-setup: $(TRAIN_STAMP)
 
 # The wearer loop: camera if one is present, else the demo face; WAV file when there is no sound card.
-# One simulated press once ready, so a newcomer hears it work; then the button (or Enter) as usual.
+# One simulated press once ready, so a newcomer hears it work; then the button (or Enter) as usual,
+# until Ctrl-C. `make run ARGS=--exit-after-presses` stops once the simulated press is answered.
 RUN_ARGS ?= --presses 1
 run: $(STAMP)
 	$(PY) -m edge run $(RUN_ARGS) $(ARGS)

@@ -22,7 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,11 +72,15 @@ class Event:
     button: ButtonEvent | None = None
     part: str = ""
     detail: str = ""
+    at: float = field(default_factory=time.monotonic)
+    """When it was posted: a press taken later than that (the loop was busy) must not cut the answers
+    that were given meanwhile."""
 
 
 @dataclass
 class Parts:
-    """What the loop drives. Production builds them with `open_parts`; tests pass fakes (duck-typed)."""
+    """What the loop drives. Production builds them with `open_parts` (`open_core`, then `open_devices`
+    fills in camera, light, button and bridge); tests pass fakes (duck-typed)."""
 
     pipeline: Any
     """`analyze(image, lowlight=bool) -> FrameResult`."""
@@ -84,10 +88,10 @@ class Parts:
     """`get(text)`, `compose(text)` (a describe() sentence from cached fragments), `warm(phrases)`."""
     sink: Any
     """`play(clip, block=False)`, optional `stop()` and `wait(timeout)`."""
-    camera: Any
+    camera: Any = None
     """`open()`, `latest(timeout) -> Frame`, `failed: threading.Event`, `close()` (edge.hw.camera.Camera)."""
-    lux: LuxSource
-    switch: DayNightSwitch
+    lux: LuxSource | None = None
+    switch: DayNightSwitch | None = None
     open_button: Callable[[Emit], Any] | None = None
     """Opens the button given the callback that posts its events; None = presses come from code only."""
     earcon: Any = None
@@ -203,6 +207,8 @@ class App:
         self._changes = Changes()
         self._to_warm: deque[str] = deque()
         self._warmed = 0
+        self._spoken_at = float("-inf")
+        """When the loop last handed audio to the sink."""
         self.last_phrase: str | None = None
         self.presses_done = 0
 
@@ -251,6 +257,8 @@ class App:
             for _ in range(presses):
                 self.press()
             self._set_state(State.READY)
+            button = supervisors[1].part if len(supervisors) > 1 else None
+            _LOGGER.info("ready: %s", _how_to_use(button, presses, exit_after_presses))
             self._say(Status.READY.value)
             if self._notifier is not None:
                 self._notifier.notify("READY=1", "STATUS=ready")
@@ -291,7 +299,7 @@ class App:
         elif event.kind is EventKind.PART_UP:
             self._part_up(event.part)
         elif event.button is ButtonEvent.PRESS:
-            self._describe(continuous=False)
+            self._describe(continuous=False, pressed_at=event.at)
             self.presses_done += 1
         elif event.button is ButtonEvent.REPEAT:
             self._say(self.last_phrase or Status.NOTHING_TO_REPEAT.value, interrupt=True)
@@ -312,9 +320,12 @@ class App:
 
     # ---- one description
 
-    def _describe(self, *, continuous: bool) -> None:
+    def _describe(self, *, continuous: bool, pressed_at: float = float("inf")) -> None:
         if not continuous:
-            self._stop_speech()
+            # a press cuts what the wearer was hearing when they pressed, so they need not wait for an
+            # old sentence; presses made while the loop was still busy each get their answer in turn
+            if pressed_at > self._spoken_at:
+                self._stop_speech()
             self._play(self.parts.earcon)
             if self.parts.bridge is not None and self.config.bridge.haptic:
                 self.parts.bridge.haptic()
@@ -410,6 +421,7 @@ class App:
             return
         try:
             self.parts.sink.play(clip, block=False)
+            self._spoken_at = time.monotonic()
         except EdgeError as exc:
             _LOGGER.error("audio sink: %s", exc)
 
@@ -447,6 +459,15 @@ class App:
                 self._state_changed.notify_all()
 
 
+def _how_to_use(button: Any, presses: int, exit_after_presses: bool) -> str:
+    """The one line a person at the terminal needs once the loop is ready: how to press, how to stop."""
+    if exit_after_presses:
+        return f"answering {presses} simulated press(es), then stopping"
+    how = getattr(button, "hint", None) or "presses come only from --presses N"
+    first = f"; {presses} simulated press(es) first (--exit-after-presses stops after them)" if presses else ""
+    return f"{how}, Ctrl-C to quit{first}"
+
+
 # --------------------------------------------------------------------------- production parts
 
 
@@ -471,28 +492,56 @@ def resolve_sink_endpoint(endpoint: str, state_dir: Path) -> str:
     return f"wav:{target}"
 
 
+@dataclass(frozen=True)
+class Speech:
+    """The wearer's voice, phrase cache and audio sink, as `run` and `say` both set them up."""
+
+    voice: Any
+    cache: Any
+    sink: Any
+    earcon: Any
+
+
 @contextlib.contextmanager
-def open_parts(config: Config) -> Iterator[Parts]:
-    """The real pipeline, voice, phrase cache, sink, camera, light and button for `config`."""
-    from edge.hw.button import open_button
-    from edge.hw.camera import Camera
-    from edge.hw.light import open_light
-    from edge.pipeline import Pipeline
+def open_speech(config: Config) -> Iterator[Speech]:
+    """Voice (Piper, else espeak-ng), phrase cache and sink for `config.speech`; no sound card → WAV file."""
     from edge.speech.playback import earcon, open_sink
     from edge.speech.tts import PhraseCache, load_voice
 
-    real = config.app.use_real_hw
     speech = config.speech
     endpoint = resolve_sink_endpoint(speech.sink, config.app.state_path)
+    with load_voice(speech.voice or None, speech.espeak_voice) as voice, open_sink(endpoint) as sink:
+        cache = PhraseCache(voice, rate=speech.rate, volume=speech.volume, cache_dir=speech.cache_path)
+        yield Speech(voice, cache, sink, earcon(voice.sample_rate, volume=0.4 * speech.volume))
+
+
+@contextlib.contextmanager
+def open_core(config: Config) -> Iterator[Parts]:
+    """Pipeline (and offload) and speech: the parts a bad value (a missing model or voice, a bad sink)
+    makes fail. They hold nothing exclusive, so a reload opens the new ones while the old loop runs."""
+    from edge.pipeline import Pipeline
+
     with contextlib.ExitStack() as stack:
         pipeline = stack.enter_context(Pipeline.from_config(config.vision))
         if config.offload.enabled:
             from edge.offload.client import OffloadingPipeline
 
             pipeline = stack.enter_context(OffloadingPipeline.from_config(pipeline, config.offload))
-        voice = stack.enter_context(load_voice(speech.voice or None, speech.espeak_voice))
-        cache = PhraseCache(voice, rate=speech.rate, volume=speech.volume, cache_dir=speech.cache_path)
-        sink = stack.enter_context(open_sink(endpoint))
+        speech = stack.enter_context(open_speech(config))
+        yield Parts(pipeline=pipeline, cache=speech.cache, sink=speech.sink, earcon=speech.earcon)
+
+
+@contextlib.contextmanager
+def open_devices(config: Config, core: Parts) -> Iterator[Parts]:
+    """`core` with the bridge, light sensor, camera and button added. These hold a serial port, GPIO
+    pins or a camera, so a reload opens them only once the old ones are closed; they do not fail on a
+    bad value (the bridge and the supervised camera and button reconnect, the light falls back)."""
+    from edge.hw.button import open_button
+    from edge.hw.camera import Camera
+    from edge.hw.light import open_light
+
+    real = config.app.use_real_hw
+    with contextlib.ExitStack() as stack:
         bridge = None
         if config.bridge.port:
             from edge.hw.bridge import Bridge
@@ -502,15 +551,14 @@ def open_parts(config: Config) -> Iterator[Parts]:
         stack.callback(lux.close)
         camera = Camera(config.camera)
         stack.callback(camera.close)
-        _LOGGER.info("hardware: %s; light: %s; sink: %s", "real" if real else "fake", lux.description, endpoint)
-        yield Parts(
-            pipeline=pipeline,
-            cache=cache,
-            sink=sink,
-            camera=camera,
-            lux=lux,
-            switch=switch,
-            open_button=lambda emit: open_button(config.button, emit, real=real),
-            earcon=earcon(voice.sample_rate, volume=0.4 * speech.volume),
-            bridge=bridge,
-        )
+        _LOGGER.info("hardware: %s; light: %s; sink: %s", "real" if real else "fake", lux.description,
+                     getattr(core.sink, "endpoint", core.sink))
+        yield replace(core, camera=camera, lux=lux, switch=switch, bridge=bridge,
+                      open_button=lambda emit: open_button(config.button, emit, real=real))
+
+
+@contextlib.contextmanager
+def open_parts(config: Config) -> Iterator[Parts]:
+    """The real pipeline, voice, phrase cache, sink, camera, light and button for `config`."""
+    with open_core(config) as core, open_devices(config, core) as parts:
+        yield parts

@@ -6,6 +6,7 @@ import dataclasses
 
 import argparse
 import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -17,13 +18,15 @@ from gpiozero.pins.mock import MockFactory
 
 import edge.app as app_module
 from edge.app import App, Parts, State, resolve_sink_endpoint
-from edge.config import ButtonConfig, CameraConfig, Config, LightConfig, load_config
+from edge.config import ButtonConfig, CameraConfig, Config, load_config
 from edge.errors import CameraError
-from edge.hw.button import ButtonEvent, GpioButton
+from edge.hw.button import ButtonEvent, GpioButton, TerminalButton
 from edge.hw.camera import Camera, VideoFileReader
 from edge.hw.light import open_light
 from edge.results import FaceResult, FrameResult, Position
 from edge.speech.phrases import all_phrases, describe
+from edge.speech.playback import NullSink
+from edge.speech.tts import AudioClip
 
 WAIT = 15.0  # generous waits on conditions; nothing here asserts on timing
 
@@ -412,14 +415,13 @@ def test_cli_run_demo_presses(monkeypatch):
     sinks: list[RecordingSink] = []
 
     @contextlib.contextmanager
-    def fake_parts(cfg: Config):
+    def fake_core(cfg: Config):  # the devices are the real ones: demo camera, frame brightness, no button
         seen.append(cfg)
         sink = RecordingSink()
         sinks.append(sink)
-        lux, switch = open_light(LightConfig(), real=False)
-        yield Parts(FakePipeline(HAPPY), FakeCache(), sink, Camera(cfg.camera), lux, switch)
+        yield Parts(FakePipeline(HAPPY), FakeCache(), sink)
 
-    monkeypatch.setattr(app_module, "open_parts", fake_parts)
+    monkeypatch.setattr(app_module, "open_core", fake_core)
     parser = argparse.ArgumentParser()
     cli_run.add_arguments(parser)
     args = parser.parse_args(["--demo", "--presses", "1", "--exit-after-presses", "--set", "camera.fps=50"])
@@ -440,3 +442,77 @@ def test_bright_but_noisy_frame_with_no_face_says_too_dark_and_a_clean_one_no_fa
     with running(app):
         app.press()
         assert sink.wait_said("no face")
+
+
+class Speaker(NullSink):
+    """The real sink's queue, stop() and records, with audio that takes its own length to play."""
+
+    def _write(self, samples: np.ndarray) -> None:
+        deadline = time.monotonic() + len(samples) / RATE
+        while not self._stop_requested() and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
+RATE = 8_000
+
+
+class ClipCache(FakeCache):
+    """Phrase cache whose clips are silence of `seconds`, labelled with their text."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def get(self, text: str) -> AudioClip:
+        return AudioClip(np.zeros(int(self.seconds * RATE), np.int16), RATE, text)
+
+    compose = get
+
+
+def speaking_app(seconds: float) -> tuple[App, Speaker]:
+    cfg = config()
+    lux, switch = open_light(cfg.light, real=False)
+    sink = Speaker()
+    parts = Parts(pipeline=FakePipeline(HAPPY), cache=ClipCache(seconds), sink=sink,
+                  camera=Camera(cfg.camera, reader_factory=ConstantReader), lux=lux, switch=switch,
+                  earcon=AudioClip(np.zeros(RATE // 20, np.int16), RATE, EARCON))
+    return App(cfg, parts, backoff=(0.01, 0.05)), sink
+
+
+def test_presses_made_while_the_loop_was_busy_each_get_their_own_answer():
+    """`run --presses 3`: three tones and three answers, none cut by the press after it (#18 item 13)."""
+    app, sink = speaking_app(seconds=0.3)
+    thread = threading.Thread(target=app.run, kwargs={"presses": 3, "exit_after_presses": True}, daemon=True)
+    thread.start()
+    thread.join(WAIT)
+    assert not thread.is_alive()
+    heard = [r.text for r in sink.records if not r.stopped]
+    assert heard == ["ready"] + [EARCON, "looks happy"] * 3, [(r.text, r.stopped) for r in sink.records]
+
+
+def test_a_press_while_an_answer_plays_cuts_it():
+    app, sink = speaking_app(seconds=3.0)
+    with running(app):
+        app.press()
+        deadline = time.monotonic() + WAIT
+        while not (sink.first_audio_ns and sink.records and sink.records[-1].text == EARCON):
+            assert time.monotonic() < deadline, "the first answer never started"
+            time.sleep(0.01)
+        time.sleep(0.1)  # the answer is playing now
+        app.press()
+        assert sink.wait(WAIT)
+    answers = [r for r in sink.records if r.text == "looks happy"]
+    assert [r.stopped for r in answers] == [True, False]
+
+
+def test_ready_line_says_how_to_press_and_how_to_quit(caplog):
+    """`make run` / `edge run --presses N` keep running: one line at ready tells the person at the terminal how
+    to press and how to stop (#18 item 12)."""
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd) as keys, os.fdopen(write_fd, "w"):
+        app, sink, _ = make_app(config(), FakePipeline(HAPPY), open_button=lambda emit: TerminalButton(emit, keys))
+        with caplog.at_level("INFO", logger="edge.app"), running(app, presses=1):
+            assert sink.wait_said("looks happy")
+    ready = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ready: ")]
+    assert ready == ["ready: press Enter to read faces (r = repeat, c = continuous on/off), Ctrl-C to quit; "
+                     "1 simulated press(es) first (--exit-after-presses stops after them)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import queue
 import threading
 from pathlib import Path
@@ -96,6 +97,29 @@ def test_image_folder_in_name_order_then_ends(tmp_path):
     with Camera(CameraConfig(source=str(tmp_path), fps=200.0)) as camera:
         assert camera.latest(timeout=WAIT).image.shape == (30, 40, 3)
         drain_until_error(camera)
+
+
+def test_image_folder_skips_a_file_that_does_not_decode_with_one_warning(tmp_path, caplog):
+    """a_real, b_fake, c_real: b is skipped (warned once, however often the folder loops), c is reached."""
+    cv2.imwrite(str(tmp_path / "a_real.jpg"), np.full((30, 40, 3), 60, np.uint8))
+    (tmp_path / "b_fake.jpg").write_bytes(b"not a jpeg at all")
+    cv2.imwrite(str(tmp_path / "c_real.jpg"), np.full((30, 40, 3), 180, np.uint8))
+    reader = ImageFolderReader(tmp_path, loop=True)
+    with caplog.at_level("WARNING", logger="edge.hw.camera"):
+        values = [int(reader.read().mean().round()) for _ in range(6)]
+        reopened = ImageFolderReader(tmp_path, loop=False)  # a folder that ends is reopened by the supervisor
+        values += [int(reopened.read().mean().round()) for _ in range(2)]
+    assert [abs(v - 60) <= 2 for v in values] == [True, False] * 4  # a, c, a, c, …: never stuck on b
+    assert [abs(v - 180) <= 2 for v in values] == [False, True] * 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "b_fake.jpg" in warnings[0], warnings
+    with Camera(CameraConfig(source=str(tmp_path), fps=200.0, loop=True)) as camera:
+        assert camera.latest(timeout=WAIT, newer_than=5).index > 5  # it went round several times
+        assert not camera.failed.is_set()
+    (tmp_path / "a_real.jpg").write_bytes(b"")
+    (tmp_path / "c_real.jpg").write_bytes(b"broken")
+    with pytest.raises(CameraError, match="no file in it decodes"):
+        ImageFolderReader(tmp_path, loop=True).read()
 
 
 def test_bad_sources_are_clear_errors(tmp_path):
@@ -232,6 +256,25 @@ def test_terminal_button_keys():
             ButtonEvent.CONTINUOUS,
             ButtonEvent.QUIT,
         ]
+
+
+def test_a_terminal_button_reopened_on_the_same_stream_gets_every_line():
+    """A reload closes the terminal button and opens another on stdin: the next Enter goes to the new one."""
+    read_fd, write_fd = os.pipe()
+    with os.fdopen(read_fd) as stream, os.fdopen(write_fd, "w") as typed:
+        old: queue.Queue[ButtonEvent] = queue.Queue()
+        with TerminalButton(old.put, stream):
+            typed.write("\n")
+            typed.flush()
+            assert get_events(old, 1) == [ButtonEvent.PRESS]
+        typed.write("r\n")  # typed between the close and the next open: kept for the next button
+        typed.flush()
+        new: queue.Queue[ButtonEvent] = queue.Queue()
+        with TerminalButton(new.put, stream):
+            typed.write("\n")
+            typed.flush()
+            assert get_events(new, 2) == [ButtonEvent.REPEAT, ButtonEvent.PRESS]
+        assert old.empty()
 
 
 # ---------------------------------------------------------------- light

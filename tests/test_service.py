@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import pty
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -156,15 +158,11 @@ def test_sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one(manager, m
     opened: list[Config] = []
 
     @contextlib.contextmanager
-    def open_parts(config):
+    def open_core(config):
         opened.append(config)
-        parts = fake_parts(config, FakePipeline(FrameResult(faces=(), lowlight=False)))
-        try:
-            yield parts
-        finally:
-            parts.camera.close()
+        yield fake_parts(config, FakePipeline(FrameResult(faces=(), lowlight=False)))
 
-    monkeypatch.setattr(app_module, "open_parts", open_parts)
+    monkeypatch.setattr(app_module, "open_core", open_core)
     monkeypatch.setenv("NOTIFY_SOCKET", str(manager.path))
     for name in ("GLASSES_SPEECH__VERBOSITY", "EDGE_HW"):
         monkeypatch.delenv(name, raising=False)
@@ -177,7 +175,7 @@ def test_sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one(manager, m
         assert manager.wait_for("READY=1", count=2)
         config_file.write_text('[speech]\nverbosty = "terse"\n')  # a typo: must not take the service down
         os.kill(os.getpid(), signal.SIGHUP)
-        assert manager.wait_for("READY=1", count=3)
+        assert manager.wait_for("READY=1", count=3)  # the reload is over: the old configuration runs on
         os.kill(os.getpid(), signal.SIGTERM)
 
     helper = threading.Thread(target=operator, daemon=True)
@@ -189,10 +187,121 @@ def test_sighup_reloads_the_config_and_a_bad_reload_keeps_the_old_one(manager, m
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     helper.join(WAIT)
-    assert [c.speech.verbosity for c in opened] == ["terse", "verbose", "verbose"]
+    assert [c.speech.verbosity for c in opened] == ["terse", "verbose"]  # the typo opened nothing
     messages = manager.drain()
     assert sum("RELOADING=1" in m for m in messages) == 2
     assert messages[-1] == "STOPPING=1"
+
+
+class Glasses:
+    """`python -m edge run --demo` as its own process, as systemd or a person at a terminal runs it: the
+    real pipeline, voice and loop, the null: sink, and a pty as the terminal whose Enter is the button."""
+
+    def __init__(self, tmp_path: Path, config_file: Path, *, terminal: bool = True) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GLASSES_", "NOTIFY_SOCKET", "EDGE_HW"))}
+        env.update(XDG_STATE_HOME=str(tmp_path / "state"), XDG_CACHE_HOME=str(tmp_path / "cache"))
+        self._keys, stdin = pty.openpty() if terminal else (None, subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", "run", "--demo", "--config", str(config_file), "--set", "speech.sink=null:"],
+            cwd=ROOT, env=env, stdin=stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        if terminal:
+            os.close(stdin)
+        self.lines: list[str] = []
+        self._cond = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def count(self, text: str) -> int:
+        with self._cond:
+            return sum(text in line for line in self.lines)
+
+    def wait_for(self, text: str, count: int = 1, timeout: float = 60.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: sum(text in line for line in self.lines) >= count, timeout)
+
+    def press(self) -> None:
+        os.write(self._keys, b"\n")
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(WAIT)
+        self._reader.join(WAIT)
+        if self._keys is not None:
+            os.close(self._keys)
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+
+ANSWER = "INFO edge.app: frame "
+"""The loop's log line for each answer it gives ("frame 3 (day, luma 94): looks calm")."""
+
+
+def test_reloads_keep_answering_the_terminal_button_and_a_missing_model_keeps_the_old_parts(tmp_path):
+    """#18 items 3, 9, 12 on the real loop: the ready line says how to press and quit; after a reload
+    Enter still answers; a reload naming a missing model logs one line and the glasses keep answering."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('[speech]\nverbosity = "terse"\n')
+    glasses = Glasses(tmp_path, config_file)
+    try:
+        assert glasses.wait_for("ready: "), glasses.log()
+        ready = [line for line in glasses.lines if "ready: " in line][0]
+        assert "press Enter to read faces" in ready and "Ctrl-C to quit" in ready, ready
+        glasses.press()
+        assert glasses.wait_for(ANSWER), glasses.log()
+
+        config_file.write_text('[speech]\nverbosity = "verbose"\n')
+        glasses.signal(signal.SIGHUP)
+        assert glasses.wait_for("configuration reloaded") and glasses.wait_for("ready: ", count=2), glasses.log()
+        glasses.press()  # the first Enter after the reload: answered by the new loop, in the new verbosity
+        assert glasses.wait_for(ANSWER, count=2), glasses.log()
+        assert "o'clock" in [line for line in glasses.lines if ANSWER in line][-1]
+
+        config_file.write_text(f'[vision]\nmodel = "{tmp_path / "missing.json"}"\n')
+        glasses.signal(signal.SIGHUP)
+        assert glasses.wait_for("keeping the running configuration"), glasses.log()
+        glasses.press()
+        assert glasses.wait_for(ANSWER, count=3), glasses.log()
+        assert glasses.proc.poll() is None
+        glasses.signal(signal.SIGTERM)
+        assert glasses.proc.wait(WAIT) == 0
+    finally:
+        glasses.close()
+    failed = [line for line in glasses.lines if "reload:" in line]
+    assert len(failed) == 1 and "missing.json is missing" in failed[0], glasses.log()
+    assert "error:" not in glasses.log()
+
+
+def test_a_stop_right_after_a_reload_is_not_lost(tmp_path):
+    """#18 item 2: `kill -HUP; sleep 0.05; kill -TERM` ends the process (it used to run on: the stop
+    went to the loop that the reload had already ended, while the new parts opened)."""
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("")
+    glasses = Glasses(tmp_path, config_file, terminal=False)
+    try:
+        assert glasses.wait_for("ready: "), glasses.log()
+        glasses.signal(signal.SIGHUP)
+        time.sleep(0.05)
+        glasses.signal(signal.SIGTERM)
+        try:
+            code = glasses.proc.wait(20.0)
+        except subprocess.TimeoutExpired:
+            code = None
+        assert code == 0, glasses.log()
+    finally:
+        glasses.close()
+    assert glasses.count("INFO edge.cli_run: stopped") == 1
 
 
 # --------------------------------------------------------------------------- the unit, the script, the rule

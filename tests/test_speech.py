@@ -419,11 +419,43 @@ def test_cli_say_writes_a_wav(tmp_path: Path) -> None:
     parser = argparse.ArgumentParser()
     cli_say.add_arguments(parser)
     out = tmp_path / "say.wav"
-    args = parser.parse_args(["looks", "happy", "--voice", str(VOICE), "--sink", f"wav:{out}", "--rate", "2"])
+    args = parser.parse_args(["looks", "happy", "--voice", str(VOICE), "--sink", f"wav:{out}", "--rate", "2",
+                              "--cache-dir", str(tmp_path / "cache")])
     assert cli_say.main(args) == 0
     with wave.open(str(out), "rb") as wav:
         assert wav.getframerate() == 16_000 and wav.getnframes() == len(PiperTTS(VOICE).synthesize_clip(
             "looks happy", rate=2.0).samples)
+
+
+def test_cli_say_sets_up_speech_as_run_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """#18 item 14: `say` reads the same config, picks the same voice and, with no sound card, falls back
+    to the same WAV file as `run` (it used to fail there, default to another espeak voice, and had no --config)."""
+    import edge.app as app_module
+    import edge.speech.tts as tts_module
+    from edge import cli_say
+    from edge.config import Config
+
+    monkeypatch.setattr(app_module, "has_sound_card", lambda: False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("GLASSES_SPEECH__VOICE", "GLASSES_SPEECH__SINK", "GLASSES_SPEECH__RATE", "GLASSES_APP__STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    parser = argparse.ArgumentParser()
+    cli_say.add_arguments(parser)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'[speech]\nvoice = "{VOICE}"\nrate = 2.0\n')
+    assert cli_say.main(parser.parse_args(["looks", "happy", "--config", str(config_file)])) == 0
+    fallback = tmp_path / "state" / "glasses" / "last_speech.wav"  # where run writes with no sound card
+    with wave.open(str(fallback), "rb") as wav:  # the configured voice at the configured rate
+        assert wav.getframerate() == 16_000 and wav.getnframes() == len(PiperTTS(VOICE).synthesize_clip(
+            "looks happy", rate=2.0).samples)
+
+    chosen: list[tuple] = []
+    real_load_voice = tts_module.load_voice
+    monkeypatch.setattr(tts_module, "load_voice", lambda *a: chosen.append(a) or real_load_voice(VOICE))
+    assert cli_say.main(parser.parse_args(["looks", "happy", "--config", str(tmp_path / "config.toml"),
+                                           "--set", "speech.voice="])) == 0
+    assert chosen == [(None, Config().speech.espeak_voice)]  # no Piper voice: run's espeak-ng voice
 
 
 # --- espeak-ng and fallback ----------------------------------------------------------------------------

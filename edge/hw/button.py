@@ -11,6 +11,7 @@ import logging
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -57,6 +58,7 @@ class GpioButton:
         except Exception as exc:  # noqa: BLE001 — gpiozero raises many kinds (no factory, pin busy, bad name)
             raise HardwareError(f"button.pin {config.pin}: cannot open: {exc}") from exc
         self.description = f"button on {config.pin}"
+        self.hint = f"press the button on {config.pin} to read faces (twice quickly = repeat, hold = continuous on/off)"
         self._button.when_pressed = self._on_pressed
         self._button.when_held = self._on_held
         self._button.when_released = self._on_released
@@ -95,32 +97,77 @@ class GpioButton:
 _KEYS = {"": ButtonEvent.PRESS, "r": ButtonEvent.REPEAT, "c": ButtonEvent.CONTINUOUS, "q": ButtonEvent.QUIT}
 
 
+class _Lines:
+    """The one reader of a stream, shared by every TerminalButton on it, for the life of the process.
+
+    A blocked readline() cannot be interrupted, so a thread per button would outlive the button's
+    close(): after a reload the closed button's thread took the next line and dropped it. Lines read
+    while no button is attached (between a close and the next open) wait for the next one."""
+
+    _by_stream: dict[int, _Lines] = {}
+    _registry_lock = threading.Lock()
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._handler: Callable[[str], None] | None = None
+        self._waiting: deque[str] = deque(maxlen=16)
+        threading.Thread(target=self._read, name="terminal-lines", daemon=True).start()
+
+    @classmethod
+    def of(cls, stream: TextIO) -> _Lines:
+        with cls._registry_lock:
+            lines = cls._by_stream.get(id(stream))
+            if lines is None:
+                lines = cls._by_stream[id(stream)] = cls(stream)
+            return lines
+
+    def attach(self, handler: Callable[[str], None]) -> None:
+        with self._lock:
+            self._handler = handler
+            while self._waiting:
+                handler(self._waiting.popleft())
+
+    def detach(self, handler: Callable[[str], None]) -> None:
+        with self._lock:
+            if self._handler == handler:
+                self._handler = None
+
+    def _read(self) -> None:
+        try:
+            for line in self._stream:
+                with self._lock:  # handlers only enqueue, so holding the lock keeps the lines in order cheaply
+                    if self._handler is None:
+                        self._waiting.append(line)
+                    else:
+                        self._handler(line)
+        except (OSError, ValueError) as exc:  # the stream was closed under us
+            _LOGGER.debug("terminal button: input closed (%s)", exc)
+        _LOGGER.debug("terminal button: end of input")
+        with self._registry_lock:
+            self._by_stream.pop(id(self._stream), None)
+
+
 class TerminalButton:
     """Demo/fake mode: Enter = press, "r" = repeat, "c" = continuous toggle, "q" = quit (one per line)."""
 
     description = "terminal button (Enter = press, r = repeat, c = continuous, q = quit)"
+    hint = "press Enter to read faces (r = repeat, c = continuous on/off)"
 
     def __init__(self, emit: Emit, stream: TextIO | None = None) -> None:
         self._emit = emit
-        self._stream = stream if stream is not None else sys.stdin
-        self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._read, name="terminal-button", daemon=True)
-        self._thread.start()
+        self._lines = _Lines.of(stream if stream is not None else sys.stdin)
+        self._lines.attach(self._on_line)
 
-    def _read(self) -> None:
-        # A blocking readline() cannot be interrupted; close() stops events, the daemon thread dies with us.
-        for line in self._stream:
-            if self._closed.is_set():
-                return
-            event = _KEYS.get(line.strip().lower())
-            if event is None:
-                _LOGGER.info("keys: Enter = describe, r = repeat, c = continuous on/off, q = quit")
-            else:
-                self._emit(event)
-        _LOGGER.debug("terminal button: end of input")
+    def _on_line(self, line: str) -> None:
+        event = _KEYS.get(line.strip().lower())
+        if event is None:
+            _LOGGER.info("keys: Enter = describe, r = repeat, c = continuous on/off, q = quit")
+        else:
+            self._emit(event)
 
     def close(self) -> None:
-        self._closed.set()
+        self._lines.detach(self._on_line)
 
     def __enter__(self) -> TerminalButton:
         return self
@@ -133,6 +180,7 @@ class NoButton:
     """Fake mode without a terminal (service, CI): presses come only from `--presses`."""
 
     description = "no button (no terminal; use --presses N)"
+    hint = "no terminal, so no button (presses come only from --presses N)"
 
     def close(self) -> None:
         pass

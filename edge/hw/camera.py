@@ -22,12 +22,11 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge import images
 from edge.config import CameraConfig
-from edge.errors import CameraError
+from edge.errors import CameraError, ImageError
 
 _LOGGER = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
 
 
 @dataclass(frozen=True)
@@ -107,31 +106,55 @@ class VideoFileReader:
 
 
 class ImageFolderReader:
-    """Every image in a folder, in name order, one per frame."""
+    """Every image in a folder, in name order, one per frame.
+
+    A file that does not decode is skipped with one warning (not each time round the folder, nor on
+    each reopen): one bad file is a bad frame, not a lost camera. Only a folder where nothing decodes fails."""
 
     paced = False
 
     def __init__(self, folder: Path, loop: bool) -> None:
         self.description = f"image folder {folder}"
-        self._paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        self._paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_SUFFIXES)
         if not self._paths:
-            raise CameraError(f"camera.source {folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise CameraError(f"camera.source {folder}: no images ({', '.join(sorted(images.IMAGE_SUFFIXES))})")
         self._loop, self._next = loop, 0
+        self._bad: set[Path] = set()
 
     def read(self) -> np.ndarray:
-        if self._next >= len(self._paths):
-            if not self._loop:
-                raise CameraError(f"camera {self.description}: ended")
-            self._next = 0
-        path = self._paths[self._next]
-        self._next += 1
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise CameraError(f"camera {self.description}: cannot decode {path.name}")
-        return image
+        while len(self._bad) < len(self._paths):
+            if self._next >= len(self._paths):
+                if not self._loop:
+                    raise CameraError(f"camera {self.description}: ended")
+                self._next = 0
+            path = self._paths[self._next]
+            self._next += 1
+            if path in self._bad:
+                continue
+            try:
+                return images.read(path)
+            except ImageError as exc:
+                self._bad.add(path)
+                version = _version(path)
+                log = _LOGGER.debug if version in _SKIPPED else _LOGGER.warning  # a reopen (no loop) warns no more
+                _SKIPPED.add(version)
+                log("camera %s: skipping %s", self.description, exc)
+        raise CameraError(f"camera {self.description}: no file in it decodes as an image (see the warnings above)")
 
     def close(self) -> None:
         pass
+
+
+_SKIPPED: set[tuple] = set()
+"""Image files already warned about (by path, mtime and size: a file replaced since is warned about anew)."""
+
+
+def _version(path: Path) -> tuple:
+    try:
+        stat = path.stat()
+    except OSError:
+        return (path,)
+    return path, stat.st_mtime_ns, stat.st_size
 
 
 class DemoReader:
