@@ -404,6 +404,7 @@ class App:
 
     def _say(self, text: str, *, sentence: bool = False, interrupt: bool = False) -> None:
         """Look the words up in the phrase cache and hand them to the sink (which plays them on its thread)."""
+        _LOGGER.debug("say: %s", text)  # what the wearer hears, for `--debug` and the fault-matrix tests
         previous = self._state
         self._set_state(State.SPEAKING)
         try:
