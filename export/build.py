@@ -19,15 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from export.candidates import INPUTS, TITLES
+
 _LOGGER = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUTS = {"landmarks": ["landmarks"], "face": ["face"], "fusion": ["face", "landmarks"]}
-TITLES = {
-    "landmarks": "(a) upper-face landmarks + per-landmark HOG → CNN with Mish (the published method)",
-    "face": "(b) aligned-face image CNN (small plain conv net)",
-    "fusion": "(c) fusion of (a) and (b)",
-}
 FLOAT_OPS = {"onnx": ("Softplus", "Tanh", "Exp", "Min"), "tflite": ("EXP", "ADD", "LOG", "TANH", "SUB", "MUL", "DIV", "MINIMUM")}
 """Elementwise ops kept in float in the int8 files; convolutions and matrix products stay int8.
 In ONNX these are seeds: the elementwise nodes they feed stay float too (convert.float_chain).
