@@ -45,15 +45,17 @@ from typing import Any
 
 import numpy as np
 
-from edge.config import PACKAGE_ROOT, CameraConfig, Config
+from edge.config import CameraConfig, Config
 from edge.runtime import default_threads
 
 _LOGGER = logging.getLogger(__name__)
 
 PERCENTILES = (50, 95, 99)
 STAGE_ORDER = ("enhance", "detect", "landmarks", "align", "features", "classify")
-TEST_VOICE = PACKAGE_ROOT / "tests" / "data" / "voice" / "edge-test-tone.onnx"
-"""Piper-format test voice used when espeak-ng is not installed and no voice is configured."""
+TEST_VOICE = Path(__file__).resolve().parent / "speech" / "voices" / "edge-test-tone.onnx"
+"""Piper-format tone voice (tools/make_test_voice.py; not speech) used when espeak-ng is not installed and
+no voice is configured, so press-to-audio is still measured through Piper. It lives in edge/, not in tests/:
+the application reads nothing from the test tree."""
 EARCON_TEXT = "earcon"
 _PRESS_DOWN_S = 0.03
 """How long the mock button is held: a tap, far below any hold_time."""

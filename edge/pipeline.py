@@ -20,7 +20,7 @@ from edge.runtime import DEFAULT_BACKEND, default_threads
 from edge.vision.enhance import DEFAULT_ENHANCER, Enhancer, day_or_night, load_enhancer, noise_level
 from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
 from edge.vision.faces import Face, FaceMesh
-from edge.vision.upperface import UpperFaceSample, eye_centres, sample, sample_unaligned
+from edge.vision.upperface import UpperFaceSample, eye_centres, sample_or_whole
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,6 +44,35 @@ def position_of(face: Face | None, width: int, height: int) -> Position:
     eye_px = float(np.hypot(*(right - left)))
     distance = INTERPUPIL_M * focal / eye_px if eye_px > 1 else 0.0
     return Position(clock=clock, distance_m=distance, x=cx / max(width, 1))
+
+
+def find_faces(mesh: FaceMesh, frame: np.ndarray, *, track: bool = False, raw: np.ndarray | None = None,
+               timings: dict[str, float] | None = None) -> list[Face]:
+    """Faces in a BGR or grey frame, as the glasses find them (the mesh reads RGB).
+
+    raw: the frame as the camera gave it when `frame` is its night-branch enhancement; the detector looks
+    at both (FaceMesh.process). The colour conversion is timed as part of "enhance", the frame's preparation.
+    Pipeline.analyze, the training-mesh cache (export/landmarks.py) and the ARM parity check call this.
+    """
+    timings = timings if timings is not None else {}
+    start = time.perf_counter()
+    rgb = cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB if frame.ndim == 2 else cv2.COLOR_BGR2RGB)
+    timings["enhance"] = timings.get("enhance", 0.0) + (time.perf_counter() - start) * 1e3
+    raw_rgb = None
+    if raw is not None:
+        raw_rgb = cv2.cvtColor(raw, cv2.COLOR_GRAY2RGB if raw.ndim == 2 else cv2.COLOR_BGR2RGB)
+    return mesh.process(rgb, track=track, timings=timings, detect_also=raw_rgb)
+
+
+def face_samples(frame: np.ndarray, faces: Sequence[Face], assume_face: bool = False,
+                 timings: dict[str, float] | None = None) -> list[UpperFaceSample]:
+    """One upper-face sample per face, in the faces' order; with no face and `assume_face` (the image is
+    known to be one face, e.g. a dataset crop), the whole image as one. timings gets "align" and "features"."""
+    if timings is not None:
+        timings["align"] = timings["features"] = 0.0
+    if not faces:
+        return [sample_or_whole(frame, None, timings)] if assume_face else []
+    return [sample_or_whole(frame, face.landmarks, timings) for face in faces]
 
 
 class Pipeline:
@@ -95,27 +124,15 @@ class Pipeline:
         start = time.perf_counter()
         raw = frame
         frame, night, level = day_or_night(frame, lowlight, self.enhancer)
-        bgr = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         timings["enhance"] = (time.perf_counter() - start) * 1e3
-
-        raw_rgb = None
-        if night:  # the detector also looks at the frame as the camera gave it (FaceMesh.process)
-            raw_rgb = cv2.cvtColor(raw, cv2.COLOR_GRAY2RGB if raw.ndim == 2 else cv2.COLOR_BGR2RGB)
-        faces = self.mesh.process(rgb, track=track, timings=timings, detect_also=raw_rgb)
-
-        timings["align"] = timings["features"] = 0.0
-        samples: list[UpperFaceSample] = [sample(bgr, f.landmarks, timings) for f in faces]
-        if not faces and assume_face:
-            start = time.perf_counter()
-            samples = [sample_unaligned(bgr)]
-            timings["features"] += (time.perf_counter() - start) * 1e3
+        faces = find_faces(self.mesh, frame, track=track, raw=raw if night else None, timings=timings)
+        samples = face_samples(frame, faces, assume_face, timings)
 
         start = time.perf_counter()
         expressions = self.expression.predict(samples)
         timings["classify"] = (time.perf_counter() - start) * 1e3
 
-        h, w = bgr.shape[:2]
+        h, w = frame.shape[:2]
         results = []
         for i, expr in enumerate(expressions):
             face = faces[i] if i < len(faces) else None

@@ -19,15 +19,11 @@ from typing import Any
 
 import numpy as np
 
+from export.candidates import INPUTS, TITLES
+
 _LOGGER = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-INPUTS = {"landmarks": ["landmarks"], "face": ["face"], "fusion": ["face", "landmarks"]}
-TITLES = {
-    "landmarks": "(a) upper-face landmarks + per-landmark HOG → CNN with Mish (the published method)",
-    "face": "(b) aligned-face image CNN (small plain conv net)",
-    "fusion": "(c) fusion of (a) and (b)",
-}
 FLOAT_OPS = {"onnx": ("Softplus", "Tanh", "Exp", "Min"), "tflite": ("EXP", "ADD", "LOG", "TANH", "SUB", "MUL", "DIV", "MINIMUM")}
 """Elementwise ops kept in float in the int8 files; convolutions and matrix products stay int8.
 In ONNX these are seeds: the elementwise nodes they feed stay float too (convert.float_chain).
@@ -97,10 +93,9 @@ def main(args: argparse.Namespace) -> int:
     import torch
     from torch import nn
 
-    from edge.vision.faces import MIN_PRESENCE
     from edge.vision.upperface import PREPROCESSING_VERSION, sample_or_whole
     from export import convert
-    from export.dataset import prepare
+    from export.dataset import prepare, usable_landmarks
     from export.evaluate import load_npz, predict
     from export.landmarks import cached_landmarks
     from export.metrics import report
@@ -136,14 +131,14 @@ def main(args: argparse.Namespace) -> int:
         for i, v in zip(calib_pick, calib_view)
     ]
 
-    # 500 PublicTest faces through the device path (mesh → align → features), half of them masked.
+    # 500 PublicTest faces through the device path (mesh → align → features), half of them masked (aligned on
+    # the clean face's mesh, where the mask was placed).
     test_x, test_y = load_npz(args.test)
     masked_x, _ = load_npz(args.masked_test)
-    lm_cache = cached_landmarks(args.test, args.cache)
+    test_landmarks = usable_landmarks(cached_landmarks(args.test, args.cache))
     parity_samples = []
     for i in range(500):
-        lm = lm_cache["landmarks"][i].astype(np.float32) if lm_cache["presence"][i] >= MIN_PRESENCE else None
-        s = sample_or_whole(masked_x[i] if i % 2 else test_x[i], lm)
+        s = sample_or_whole(masked_x[i] if i % 2 else test_x[i], test_landmarks[i])
         parity_samples.append({"face": s.face[None, None].astype(np.float32), "landmarks": s.features[None].astype(np.float32)})
 
     val_idx = np.flatnonzero(data.val)

@@ -105,7 +105,7 @@ def write_card(
     path: Path, best: str, results: dict[str, Any], failed: dict[str, str], fp32: dict[str, Any], dark: dict[str, Any], training: dict[str, Any], spec: dict[str, Any]
 ) -> None:
     from edge.runtime import DEFAULT_BACKEND
-    from export.build import TITLES
+    from export.candidates import TITLES
 
     shipped = results[best]
     history = training["history"]

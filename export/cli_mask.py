@@ -20,15 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from edge.vision.faces import MIN_PRESENCE
+    from export.dataset import mesh_array, usable_landmarks
     from export.evaluate import load_npz
     from export.landmarks import cached_landmarks
     from export.masks import mask_batch
 
     x, y = load_npz(args.data)
-    cache = cached_landmarks(args.data, args.cache)
-    landmarks = cache["landmarks"].astype(np.float32)
-    landmarks[cache["presence"] < MIN_PRESENCE] = np.nan
+    landmarks = mesh_array(usable_landmarks(cached_landmarks(args.data, args.cache)))
     masked, was_masked = mask_batch(x, landmarks, seed=args.seed, fraction=args.fraction)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.stem + ".tmp.npz")

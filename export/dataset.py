@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.vision.enhance import day_or_night, load_enhancer
-from edge.vision.faces import MIN_PRESENCE
-from edge.vision.upperface import PREPROCESSING_VERSION, flip_sample, sample_or_whole
+from edge.vision.upperface import PREPROCESSING_VERSION, flip_sample, recorded_meshes, sample_or_whole
 from export.darken import render_dark
 from export.landmarks import cache_path, cached_array_landmarks, cached_landmarks
 from export.masks import mask_batch
@@ -54,8 +53,13 @@ def soft_targets(y: np.ndarray, ferplus: np.ndarray, ferplus_cols: np.ndarray, w
 
 
 def usable_landmarks(cache: dict[str, np.ndarray]) -> list[np.ndarray | None]:
-    lm = cache["landmarks"].astype(np.float32)
-    return [lm[i] if cache["presence"][i] >= MIN_PRESENCE else None for i in range(len(lm))]
+    """A landmark cache (export/landmarks.py) as the device's rule takes it: a mesh per image, or None."""
+    return recorded_meshes(cache["landmarks"], cache["presence"])
+
+
+def mesh_array(landmarks: list[np.ndarray | None]) -> np.ndarray:
+    """float32 [N, 468, 3]: the usable meshes, NaN where an image has none (what mask_batch takes)."""
+    return np.stack([lm if lm is not None else np.full((468, 3), np.nan, np.float32) for lm in landmarks])
 
 
 def views(images: np.ndarray, landmarks: list[np.ndarray | None]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -118,8 +122,7 @@ def prepare(train_npz: Path, cache_dir: Path, seed: int = 0) -> Prepared:
     data = np.load(train_npz)
     x, y = data["x"], data["y"].astype(np.int64)
     landmarks = usable_landmarks(cached_landmarks(train_npz, cache_dir))
-    raw = np.stack([lm if lm is not None else np.full((468, 3), np.nan, np.float32) for lm in landmarks])
-    masked, _ = mask_batch(x, raw, seed=seed, fraction=1.0)
+    masked, _ = mask_batch(x, mesh_array(landmarks), seed=seed, fraction=1.0)
     _LOGGER.info("masked %d faces in %.0f s", len(x), time.perf_counter() - start)
     # The mask is placed on the clean face's mesh (where a real mask would sit), but the masked view
     # is aligned on the mesh the device finds on the *masked* image: a mask moves the landmarks (and

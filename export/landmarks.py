@@ -13,9 +13,9 @@ import logging
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
+from edge.pipeline import find_faces
 from edge.vision.faces import FaceMesh
 
 _LOGGER = logging.getLogger(__name__)
@@ -28,10 +28,11 @@ def dataset_landmarks(images: np.ndarray, threads: int = 2) -> tuple[np.ndarray,
     presence = np.zeros(n, dtype=np.float32)
     detected = np.zeros(n, dtype=bool)
     start = time.perf_counter()
+    # min_presence 0: the likeliest mesh is recorded with its presence whatever it is, and
+    # edge.vision.upperface.recorded_meshes decides, as for every recording, which ones count as a face.
     with FaceMesh(threads=threads, max_faces=1, min_presence=0.0) as mesh:
         for i, image in enumerate(images):
-            rgb = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            faces = mesh.process(rgb)
+            faces = find_faces(mesh, image)
             if faces:
                 best = max(faces, key=lambda f: f.score)
                 landmarks[i], presence[i], detected[i] = best.landmarks, best.score, not best.fallback

@@ -21,7 +21,6 @@ from typing import Any
 
 import serial
 
-from edge.errors import HardwareError
 from firmware_bridge.firmware import wire
 from firmware_bridge.protocol import Message, Parser, frame
 
@@ -34,6 +33,12 @@ _GARBAGE_REPORT_BYTES = 64
 
 class LinkSilent(Exception):
     """No valid frame for too long on an open port."""
+
+
+class LinkError(Exception):
+    """The link is down or the MCU did not answer: raised by send, command and ping unless the caller names
+    its own class (`BridgeLink(error=...)`; the glasses pass edge.errors.HardwareError). firmware_bridge
+    imports nothing from edge: edge/hw/bridge.py uses this package, not the other way round."""
 
 
 def describe_open_error(url: str, exc: BaseException) -> str:
@@ -65,12 +70,14 @@ class BridgeLink:
         on_state: Callable[[bool, str], None] | None = None,
         hello_messages: tuple[tuple[int, tuple], ...] = (),
         serial_for_url: Callable[..., Any] = serial.serial_for_url,
+        error: type[Exception] = LinkError,
     ) -> None:
         self.url, self.baudrate, self.timeout_s = url, baudrate, timeout_s
         self._backoff_initial, self._backoff_cap = backoff
         self._on_message, self._on_state = on_message, on_state
         self._hello_messages = hello_messages
         self._serial_for_url = serial_for_url
+        self._error = error
         self.connected = threading.Event()
         self.error = ""
         """Why the link is down (empty while up)."""
@@ -103,14 +110,14 @@ class BridgeLink:
     # ---- sending (any thread)
 
     def send(self, kind: int, *values: object) -> int:
-        """Send one frame; returns its sequence number. HardwareError when the link is down."""
+        """Send one frame; returns its sequence number. The link's error class (LinkError) when it is down."""
         with self._write_lock:
             return self._send_locked(kind, values, None)
 
     def _send_locked(self, kind: int, values: tuple, waiter: tuple[threading.Event, list[int]] | None) -> int:
         port = self._port
         if port is None or not self.connected.is_set():
-            raise HardwareError(f"{self.description}: not connected ({self.error or 'connecting'})")
+            raise self._error(f"{self.description}: not connected ({self.error or 'connecting'})")
         self._seq = (self._seq + 1) & 0xFF
         seq = self._seq
         if waiter is not None:  # registered before the write, so a fast ACK is not missed
@@ -119,7 +126,7 @@ class BridgeLink:
             port.write(frame(kind, seq, *values))
         except (serial.SerialException, OSError) as exc:
             self._pending.pop(seq, None)
-            raise HardwareError(f"{self.description}: write failed: {exc}") from exc
+            raise self._error(f"{self.description}: write failed: {exc}") from exc
         return seq
 
     def command(self, kind: int, *values: object, timeout: float = 1.0) -> int:
@@ -129,7 +136,7 @@ class BridgeLink:
             seq = self._send_locked(kind, values, (done, result))
         try:
             if not done.wait(timeout):
-                raise HardwareError(f"{self.description}: no acknowledgement within {timeout:.1f} s")
+                raise self._error(f"{self.description}: no acknowledgement within {timeout:.1f} s")
             return result[0]
         finally:
             with self._write_lock:
@@ -144,7 +151,7 @@ class BridgeLink:
             start = time.perf_counter()
             self.send(wire.PING, token)
             if not got.wait(timeout):
-                raise HardwareError(f"{self.description}: no answer to ping within {timeout:.1f} s")
+                raise self._error(f"{self.description}: no answer to ping within {timeout:.1f} s")
             return time.perf_counter() - start
         finally:
             self._pongs.pop(token, None)

@@ -152,3 +152,15 @@ def test_bench_json_short_run(tmp_path, model_settings, capsys):
     assert report["faces_per_frame"] == 1.0  # the demo face is found, not taken whole
     assert report["spoken"] and "earcon" not in report["spoken"]
     assert plot.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_without_espeak_the_bench_speaks_with_the_tone_voice_from_edge(monkeypatch):
+    from edge.config import Config
+    from edge.speech.tts import PiperTTS
+
+    monkeypatch.setattr(bench.shutil, "which", lambda name: None)
+    speech = bench.bench_config(Config(), "demo").speech
+    voice = Path(speech.voice)
+    assert voice == bench.TEST_VOICE and voice.is_file() and speech.sink == "null:"
+    assert ROOT / "edge" in voice.resolve().parents  # shipped with the package, not read from tests/
+    assert len(PiperTTS(voice).synthesize_clip("ready").samples) > 0

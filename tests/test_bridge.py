@@ -18,14 +18,14 @@ import pytest
 
 from edge.app import App, Parts
 from edge.config import BridgeConfig, Config, LightConfig, load_config
-from edge.errors import ConfigError
+from edge.errors import ConfigError, EdgeError, HardwareError
 from edge.hw.bridge import PART, Bridge
 from edge.hw.button import ButtonEvent
 from edge.hw.camera import Camera
 from edge.hw.light import BridgeLightSensor, open_light
 from edge.results import FrameResult
 from firmware_bridge.firmware import wire
-from firmware_bridge.link import BridgeLink
+from firmware_bridge.link import BridgeLink, LinkError
 from firmware_bridge.protocol import Parser, frame
 from firmware_bridge.simulator import Simulator, ticks_add, ticks_diff
 
@@ -369,3 +369,16 @@ def test_wearer_loop_mcu_button_describes_and_buzzes(sim):
             thread.join(WAIT)
             camera.close()
     assert app.presses_done == 1
+
+
+def test_a_link_that_is_down_raises_its_own_error_and_the_glasses_link_hardware_error(tmp_path):
+    """firmware_bridge imports nothing from edge (tests/test_imports.py), yet the app and `edge doctor`
+    still catch the link's failures as edge's HardwareError."""
+    with BridgeLink(str(tmp_path / "ttyNONE"), backoff=(0.05, 0.2)) as link:
+        with pytest.raises(LinkError, match="not connected") as raised:
+            link.send(wire.PING, 1)
+    assert not isinstance(raised.value, EdgeError)
+    with Bridge(BridgeConfig(port=str(tmp_path / "ttyNONE"), **FAST), backoff=(0.05, 0.2)).start() as bridge:
+        with pytest.raises(HardwareError, match="not connected"):
+            bridge.link.ping(timeout=0.1)
+        assert bridge.haptic() is False

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edge.bench import TEST_VOICE
 from edge.errors import AudioError, ConfigError
 from edge.results import LABELS, FaceResult, FrameResult, Position
 from edge.speech import phrases
@@ -26,7 +27,7 @@ from edge.speech.tts import (AudioChunk, AudioClip, EspeakTTS, PhraseCache, Pipe
                              load_voice)
 
 REPO = Path(__file__).resolve().parent.parent
-VOICE = REPO / "tests" / "data" / "voice" / "edge-test-tone.onnx"
+VOICE = TEST_VOICE  # the tone voice `edge bench` falls back to (edge/speech/voices/)
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng not installed (apt-get install espeak-ng)")
 

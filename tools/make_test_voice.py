@@ -1,4 +1,4 @@
-"""Generate the tiny Piper-format test voice committed under tests/data/voice/.
+"""Generate the tiny Piper-format test voice committed under edge/speech/voices/.
 
 Why: no real Piper voice (≈63 MB each) can live in the repository or CI, yet the tests must run the
 real `piper.PiperVoice` path — load, espeak phonemisation, phoneme ids, ONNX inference, chunking.
@@ -7,7 +7,7 @@ phoneme id: `input_lengths × round(256 × length_scale)` samples at 16 kHz, pit
 So the audio is deterministic, non-silent, longer for longer text, different for different text,
 and slower when `length_scale` grows — everything a test of the TTS plumbing needs to see.
 
-    python tools/make_test_voice.py                # writes tests/data/voice/edge-test-tone.onnx(.json)
+    python tools/make_test_voice.py                # writes edge/speech/voices/edge-test-tone.onnx(.json)
     python tools/make_test_voice.py --check        # exit 1 if the committed files differ
 
 Needs the `onnx` package (requirements-train.txt), only to build the graph; the runtime does not.
@@ -32,7 +32,7 @@ OPSET = 13
 IR_VERSION = 8
 """Old enough for every onnxruntime the glasses may carry (IR 8 = onnxruntime ≥ 1.10)."""
 
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "tests" / "data" / "voice"
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "edge" / "speech" / "voices"
 
 
 def build_model() -> bytes:

@@ -70,6 +70,7 @@ class Bridge:
             on_message=self._on_message,
             on_state=self._on_link_state,
             hello_messages=((wire.SET_RATE, (config.lux_interval_ms,)),),
+            error=HardwareError,  # what the app and `edge doctor` catch
         )
         self._monitor = threading.Thread(target=self._watch, name="bridge-lux-age", daemon=True)
         self.description = f"MCU bridge on {self.port}"

@@ -39,7 +39,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from edge.vision.faces import eye_centres  # the mesh's eye contours; re-exported for the pipeline
+from edge.vision.faces import MIN_PRESENCE, eye_centres  # eye_centres: the mesh's eye contours, re-exported for the pipeline
 
 PREPROCESSING_VERSION = "upperface-3"
 """Bump when anything here changes what a model sees; sidecars carry it and the device checks it."""
@@ -279,9 +279,27 @@ def sample_unaligned(image: np.ndarray) -> UpperFaceSample:
     return UpperFaceSample(face=face, features=landmark_features(face, CANONICAL_UPPER), landmarks=CANONICAL_UPPER.copy())
 
 
-def sample_or_whole(image: np.ndarray, landmarks: np.ndarray | None) -> UpperFaceSample:
-    """The one rule for camera and training faces: align on the mesh when there is one, else take the whole image."""
-    return sample(image, landmarks) if landmarks is not None else sample_unaligned(image)
+def sample_or_whole(image: np.ndarray, landmarks: np.ndarray | None, timings: dict[str, float] | None = None) -> UpperFaceSample:
+    """The one rule for camera and training faces: align on the mesh when there is one, else take the whole image.
+
+    Pipeline.analyze, the training data (export/dataset.py), the build's parity set and the ARM parity
+    check all make their samples here. timings, as for `sample` (the whole image counts as "features").
+    """
+    if landmarks is not None:
+        return sample(image, landmarks, timings)
+    start = time.perf_counter()
+    whole = sample_unaligned(image)
+    if timings is not None:
+        timings["features"] = timings.get("features", 0.0) + (time.perf_counter() - start) * 1e3
+    return whole
+
+
+def recorded_meshes(landmarks: np.ndarray, presence: np.ndarray) -> list[np.ndarray | None]:
+    """Meshes recorded one per image with their face-presence probability (export/landmarks.py keeps the
+    likeliest whatever its presence), as `sample_or_whole` takes them: float32 landmarks where the presence
+    reaches MIN_PRESENCE, None (read the image whole) where it does not or nothing was found."""
+    points = np.asarray(landmarks, dtype=np.float32)
+    return [points[i] if presence[i] >= MIN_PRESENCE else None for i in range(len(points))]
 
 
 def flip_sample(s: UpperFaceSample) -> UpperFaceSample:

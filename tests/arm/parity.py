@@ -2,7 +2,7 @@
 
 tests/arm/check.py runs this file twice, with the x86_64 venv and with the emulated aarch64 venv,
 on the same inputs file, and compares the two outputs. The faces go through the device's own
-stages (FaceMesh → `sample_or_whole` → the model), the same calls `Pipeline.analyze` makes for a
+stages (`find_faces` → `face_samples` → the model), the same calls `Pipeline.analyze` makes for a
 dataset image, so the comparison covers detection, landmarks, alignment and HOG features as well as
 the expression model itself. With --samples-from, each model is also run on the other machine's
 upper-face samples: the difference then comes from the model runtimes alone.
@@ -29,8 +29,9 @@ sys.path.insert(0, str(ROOT))
 from edge.errors import ModelError  # noqa: E402
 from edge.runtime import BACKENDS, open_model  # noqa: E402
 from edge.vision.expression import ExpressionModel, sha256_file, verified_file  # noqa: E402
+from edge.pipeline import face_samples, find_faces  # noqa: E402
 from edge.vision.faces import FaceMesh  # noqa: E402
-from edge.vision.upperface import UpperFaceSample, sample_or_whole  # noqa: E402
+from edge.vision.upperface import UpperFaceSample  # noqa: E402
 
 MODELS = ROOT / "models"
 EXPRESSION_INPUTS = {"face", "landmarks"}
@@ -53,15 +54,15 @@ def shipped_variants(models: Path = MODELS) -> list[tuple[Path, str]]:
 
 
 def detect_samples(images: np.ndarray) -> tuple[list[UpperFaceSample], np.ndarray]:
-    """One upper-face sample per image, as `Pipeline.analyze(image, assume_face=True)` builds it."""
+    """One upper-face sample per image, made by the calls `Pipeline.analyze(image, assume_face=True)` makes,
+    for the face `export evaluate` reads (the largest; max_faces=2 as there)."""
     samples, detected = [], np.zeros(len(images), dtype=bool)
     with FaceMesh(threads=1, max_faces=2) as mesh:
         for i, image in enumerate(images):
-            bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
-            faces = mesh.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            best = max(faces, key=lambda f: f.box[2] * f.box[3]) if faces else None
-            detected[i] = best is not None and not best.fallback
-            samples.append(sample_or_whole(bgr, best.landmarks if best is not None else None))
+            faces = find_faces(mesh, image)
+            best = [max(faces, key=lambda f: f.box[2] * f.box[3])] if faces else []
+            detected[i] = bool(best) and not best[0].fallback
+            samples.append(face_samples(image, best, assume_face=True)[0])
     return samples, detected
 
 
