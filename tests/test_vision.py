@@ -319,3 +319,23 @@ def test_detector_also_looks_at_the_raw_frame(grace_hopper):
         found = mesh.detector(rgb(blank), also=rgb(grace_hopper))
         assert max(d.score for d in found) > 0.9  # her face, found in the second image only
     assert isinstance(mesh.detector, FaceDetector)
+
+
+def test_reported_boxes_lie_in_the_image_and_a_fallback_is_the_whole_image(grace_hopper):
+    """A face cut by the image's edge is boxed up to that edge, not past it (the mesh runs past it, to
+    negative x/y); a face read from the whole image (not detected) reports the whole image as its box."""
+    from edge.pipeline import Pipeline
+
+    with Pipeline(threads=1) as pipeline:
+        x, y, w, h = pipeline.analyze(grace_hopper).faces[0].box
+        for image, edge in ((grace_hopper[:, x + w // 3 :], 0), (grace_hopper[y + h // 3 :], 1)):  # cut at left, at top
+            faces = pipeline.analyze(np.ascontiguousarray(image)).faces
+            assert len(faces) == 1 and not faces[0].fallback
+            box = faces[0].box
+            assert box[edge] == 0 and min(box) >= 0
+            assert box[0] + box[2] <= image.shape[1] and box[1] + box[3] <= image.shape[0]
+        crop = cv2.resize(cv2.cvtColor(grace_hopper[140:330, 170:350], cv2.COLOR_BGR2GRAY), (48, 40), interpolation=cv2.INTER_AREA)
+        pipeline.mesh.detector.min_score = 1.01  # a detector that never fires: the mesh is laid on the whole image
+        faces = pipeline.analyze(crop).faces
+    assert len(faces) == 1 and faces[0].fallback and faces[0].aligned
+    assert faces[0].box == (0, 0, 48, 40)
