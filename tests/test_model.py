@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -75,6 +76,31 @@ def test_refuses_a_file_whose_hash_does_not_match(model_copy: Path):
     target.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match its sidecar"):
         ExpressionModel(model_copy, backend="tflite")
+
+
+def damage_tflite(sidecar: Path, variant: str = "tflite-int8") -> Path:
+    """Cut a model file to half and make the sidecar's sha256 match it: ai-edge-litert segfaults on it."""
+    spec = json.loads(sidecar.read_text())
+    entry = spec["files"][variant]
+    target = sidecar.parent / entry["file"]
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    entry["sha256"] = hashlib.sha256(data[: len(data) // 2]).hexdigest()
+    sidecar.write_text(json.dumps(spec))
+    return target
+
+
+def test_a_damaged_tflite_file_matching_its_sidecar_is_refused_not_a_crash(model_copy: Path, tmp_path: Path, grace_hopper):
+    """The file is tried in a child process first: the child's segfault is one error line and exit 2
+    (it used to kill `analyze`, and the wearer loop, with no line at all)."""
+    target = damage_tflite(model_copy)
+    photo = tmp_path / "grace.jpg"
+    cv2.imwrite(str(photo), grace_hopper)
+    proc = _analyze(photo, "--backend", "tflite", "--model", model_copy)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(errors) == 1 and str(target) in errors[0] and "crashed the TFLite runtime (SIG" in errors[0]
+    assert proc.stdout == ""
 
 
 def test_refuses_other_preprocessing_version(model_copy: Path):
