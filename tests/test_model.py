@@ -204,6 +204,19 @@ def test_analyze_reads_the_demo_photo_and_survives_bad_inputs(tmp_path: Path, gr
     assert len(small["faces"]) == 1 and small["faces"][0]["label"] in LABELS
 
 
+def test_analyze_reads_a_large_photo_at_reduced_scale_and_boxes_faces_in_its_pixels(tmp_path: Path, grace_hopper):
+    """A 4608×5400 JPEG is decoded at 2304×2700 (cli_analyze.MIN_SIDE); the box still comes in the
+    photo's own pixels: nine times the box of the same portrait at 512×600."""
+    small, big = tmp_path / "a_small.jpg", tmp_path / "b_big.jpg"
+    cv2.imwrite(str(small), grace_hopper)
+    cv2.imwrite(str(big), cv2.resize(grace_hopper, (512 * 9, 600 * 9), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    proc = _analyze(small, big)
+    assert proc.returncode == 0, proc.stderr
+    ref, got = (json.loads(line)["faces"] for line in proc.stdout.splitlines())
+    assert len(ref) == len(got) == 1 and got[0]["label"] == ref[0]["label"]
+    assert np.abs(np.array(got[0]["box"]) - 9 * np.array(ref[0]["box"])).max() < 0.05 * 9 * ref[0]["box"][2]
+
+
 def test_analyze_walks_folders(tmp_path: Path, grace_hopper):
     (tmp_path / "sub").mkdir()
     cv2.imwrite(str(tmp_path / "sub" / "a.png"), grace_hopper)
