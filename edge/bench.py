@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import logging
 import os
 import platform
@@ -46,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from edge.config import CameraConfig, Config
+from edge.files import write_atomic
 from edge.runtime import default_threads
 
 _LOGGER = logging.getLogger(__name__)
@@ -527,9 +529,8 @@ def _secs(value: float | None) -> str:
 
 
 def write_plot(result: BenchResult, path: Path) -> None:
-    """Latency histograms as a PNG, written atomically (a half-written file is never left behind)."""
-    import tempfile
-
+    """Latency histograms as a PNG, written atomically (a half-written file is never left behind) as an
+    ordinary file (644 under the usual umask: a plot is for sharing)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -544,15 +545,9 @@ def write_plot(result: BenchResult, path: Path) -> None:
                "press-to-first-audio latency")
     fig.suptitle(f"edge bench: {result.machine.get('pi_model') or result.machine.get('cpu', '')}", fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".", prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    write_atomic(Path(path), buffer.getvalue())
 
 
 def _histogram(ax: Any, series: list[tuple[str, list[float]]], title: str) -> None:

@@ -277,7 +277,11 @@ def check_voice(config: Any) -> Check:
 
 
 def _bad_model_files(sidecar: Path) -> tuple[list[str], int]:
-    """(problems, files that match) for every file a model sidecar lists."""
+    """(problems, files that match) for every file a model sidecar lists; a TFLite file that matches is
+    also loaded once in a child process (a damaged one can crash the runtime, see check_tflite_loads)."""
+    from edge.errors import ModelError
+    from edge.vision.expression import check_tflite_loads
+
     try:
         files = json.loads(sidecar.read_text(encoding="utf-8"))["files"]
     except (OSError, ValueError, KeyError) as exc:
@@ -287,10 +291,15 @@ def _bad_model_files(sidecar: Path) -> tuple[list[str], int]:
         path = sidecar.parent / entry["file"]
         if not path.is_file():
             bad.append(f"{entry['file']} missing")
-        elif sha256_file(path) != entry.get("sha256"):
+        elif (actual := sha256_file(path)) != entry.get("sha256"):
             bad.append(f"{entry['file']} sha256 mismatch")
         else:
-            checked += 1
+            try:
+                if path.suffix == ".tflite":
+                    check_tflite_loads(path, actual)
+                checked += 1
+            except ModelError as exc:
+                bad.append(str(exc))
     return bad, checked
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import functools
 import inspect
+import math
 import os
 import tomllib
 import types
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from edge.errors import ConfigError
 from edge.runtime import DEFAULT_BACKEND
@@ -47,12 +49,13 @@ class CameraConfig:
     """"auto" (first /dev/video* that delivers a frame, else the demo), "demo" (built-in face),
     "scene" (the demo face up close, at 2 m and in a group), a device index (0), a device path
     ("/dev/video0"), a video file, or a folder of images."""
-    width: int = field(default=1280, metadata=_min(16))
+    width: int = field(default=1280, metadata=_min(16, 7680))
     """Requested frame width in pixels (devices are asked for it; the demo is made at it). 1280×960 gives a
-    face 3 m away 46 px: read as well as at 0.75 m, and masked found 89 % of the time against 81 % at 640×480 (docs/detection.md)."""
-    height: int = field(default=960, metadata=_min(16))
-    """Requested frame height in pixels."""
-    fps: float = field(default=15.0, metadata=_min(0.1))
+    face 3 m away 46 px: read as well as at 0.75 m, and masked found 89 % of the time against 81 % at 640×480 (docs/detection.md).
+    At most 7680 (8K): width × height stays under the 40 MP that images are refused above."""
+    height: int = field(default=960, metadata=_min(16, 4320))
+    """Requested frame height in pixels (at most 4320)."""
+    fps: float = field(default=15.0, metadata=_min(0.1, 120.0))
     """Requested frame rate; file, folder and demo sources are paced to it."""
     loop: bool = False
     """Start a video file or image folder again at its end instead of reporting the camera lost."""
@@ -116,10 +119,10 @@ class VisionConfig:
     """Sidecar JSON of the expression model; a relative path is taken from the package root."""
     backend: str = field(default=DEFAULT_BACKEND, metadata=_choices("tflite", "onnx"))
     """Inference runtime for the expression model: "onnx" (onnxruntime, default: fastest int8 measured) or "tflite"."""
-    threads: int = field(default=0, metadata=_min(0))
+    threads: int = field(default=0, metadata=_min(0, 64))
     """CPU threads for inference; 0 = one fewer than the cores, at most 2 (leaves a core for the loop and audio)."""
-    max_faces: int = field(default=6, metadata=_min(1))
-    """Most faces read per frame (nearest first)."""
+    max_faces: int = field(default=6, metadata=_min(1, 32))
+    """Most faces read per frame (nearest first), at most 32: each costs a landmark pass and a reading."""
     lowlight: str = field(default="auto", metadata=_choices("auto", "on", "off"))
     """Low-light branch: "auto" follows the day/night switch, "on"/"off" force it."""
 
@@ -148,6 +151,14 @@ class SpeechConfig:
     "alsa:" sink falls back to a WAV file in app.state_dir."""
     cache_dir: str = ""
     """Phrase cache folder; empty = $XDG_CACHE_HOME/glasses/speech (~/.cache/glasses/speech)."""
+
+    def __post_init__(self) -> None:
+        from edge.speech.playback import parse_sink
+
+        try:
+            parse_sink(self.sink)
+        except ConfigError as exc:
+            raise ConfigError(f"speech.sink: {exc}") from None
 
     @property
     def cache_path(self) -> Path:
@@ -212,6 +223,14 @@ class OffloadConfig:
         scheme = self.url.partition("://")[0].lower() if "://" in self.url else ""
         if self.url and scheme not in ("https", "http"):
             raise ConfigError(f"offload.url {self.url!r}: expected https://HOST:PORT")
+        if self.url:
+            try:
+                parts = urlsplit(self.url)
+                host, _port = parts.hostname, parts.port  # .port raises ValueError unless a number 0..65535
+            except ValueError as exc:
+                raise ConfigError(f"offload.url {self.url!r}: {exc}; expected https://HOST:PORT") from None
+            if not host:
+                raise ConfigError(f"offload.url {self.url!r} names no host: expected https://HOST:PORT")
         if scheme == "http" and not self.allow_http:
             raise ConfigError(
                 f"offload.url {self.url!r} is plaintext http: use https://, or set offload.allow_http = true (lab only)"
@@ -225,6 +244,13 @@ class OffloadConfig:
             raise ConfigError("offload.enabled = true needs offload.url (https://HOST:PORT of `python -m edge serve`)")
         if self.enabled and not (self.token or self.token_file):
             raise ConfigError("offload.enabled = true needs offload.token or offload.token_file")
+        if self.enabled:  # what `run` reads when it starts, read now, so check-config refuses what run would
+            if not self.bearer:
+                raise ConfigError(f"offload.token_file {self.token_file}: is empty; put the token from `python -m edge token add NAME` in it")
+            if self.ca_file:
+                from edge.offload.tls import client_ssl
+
+                client_ssl(self.ca_file)
 
     @property
     def pin(self) -> bytes | None:
@@ -348,6 +374,8 @@ def _merge_file(values: dict[str, dict[str, Any]], path: Path) -> None:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables nested too deeply to read (a config is [section] key = value)") from None
     for section, table in data.items():
         if not isinstance(table, dict):
             _check_section(section, str(path))
@@ -388,7 +416,11 @@ def _convert(key_path: str, f: dataclasses.Field, hint: Any, raw: Any, from_text
     value = _coerce(raw, kinds, from_text)
     if value is _INVALID:
         expected = " or ".join(_TYPE_NAMES[k] for k in kinds)
-        raise ConfigError(f"{origin}: {key_path}: expected {expected}, got {raw!r}")
+        raise ConfigError(f"{origin}: {key_path}: expected {expected}, got {_short(raw)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{origin}: {key_path}: {value!r} is not a finite number")
+    if isinstance(value, str) and "\0" in value:
+        raise ConfigError(f"{origin}: {key_path}: {value!r} contains a NUL byte; no path or name can hold one")
     choices = f.metadata.get("choices")
     if choices and value not in choices:
         valid = ", ".join(repr(c) for c in choices)
@@ -399,6 +431,12 @@ def _convert(key_path: str, f: dataclasses.Field, hint: Any, raw: Any, from_text
     if high is not None and value > high:
         raise ConfigError(f"{origin}: {key_path}: {value!r} is above the maximum {high}")
     return value
+
+
+def _short(raw: Any) -> str:
+    """repr of a bad value, cut short: a value of thousands of items must still give one readable line."""
+    text = repr(raw)
+    return text if len(text) <= 80 else f"{text[:60]}… ({len(text)} characters)"
 
 
 _INVALID = object()

@@ -138,7 +138,7 @@ class Pipeline:
             face = faces[i] if i < len(faces) else None
             results.append(
                 FaceResult(
-                    box=face.box if face is not None else (0, 0, w, h),
+                    box=face.box_in(w, h) if face is not None else (0, 0, w, h),
                     label=expr.label,
                     confidence=expr.confidence,
                     unsure=expr.unsure,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +70,21 @@ class FrameResult:
     noise: float = 0.0
     """Sensor-noise estimate of the frame before enhancement (enhance.noise_level), measured only
     when no face was found (0.0 otherwise): with `brightness`, what `too_dark` decides on."""
+
+    def in_image(self, frame_size: tuple[int, int], image_size: tuple[int, int]) -> "FrameResult":
+        """This result with its boxes taken from the (width, height) frame it was read from to the image's
+        own pixels (a photo decoded at reduced scale, edge.images.decode_scaled); positions are fractions
+        and ratios, the same at any scale."""
+        if frame_size == image_size:
+            return self
+        (fw, fh), (iw, ih) = frame_size, image_size
+
+        def box(b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+            x0, y0 = min(iw, round(b[0] * iw / fw)), min(ih, round(b[1] * ih / fh))
+            x1, y1 = min(iw, round((b[0] + b[2]) * iw / fw)), min(ih, round((b[1] + b[3]) * ih / fh))
+            return x0, y0, x1 - x0, y1 - y0
+
+        return dataclasses.replace(self, faces=tuple(dataclasses.replace(f, box=box(f.box)) for f in self.faces))
 
     def to_json(self) -> dict[str, Any]:
         return {

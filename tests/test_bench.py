@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +78,29 @@ def test_plot_is_a_png_and_nothing_else_is_left(tmp_path):
     import matplotlib.image
 
     assert matplotlib.image.imread(str(target)).shape[:2] == (650, 900)
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600)])
+def test_plot_is_an_ordinary_file_that_follows_the_umask(tmp_path, umask, expected):
+    target = tmp_path / "latency.png"
+    old = os.umask(umask)
+    try:
+        bench.write_plot(_synthetic_result(), target)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == expected
+
+
+def test_write_atomic_sets_an_explicit_mode_exactly(tmp_path):
+    from edge.files import write_atomic
+
+    old = os.umask(0)
+    try:
+        write_atomic(tmp_path / "secret", b"token\n", mode=0o600)  # tokens: never readable by others
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["secret"]
 
 
 def _stand_in_model(folder: Path) -> Path:

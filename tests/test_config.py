@@ -196,3 +196,51 @@ def test_check_config_bad_key_exits_2_with_key_path(monkeypatch, capsys, tmp_pat
     assert run_cli(monkeypatch, ["check-config", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "speech.vocie: unknown key; did you mean speech.voice?" in err
+
+
+BAD_VALUES = [
+    ("[speech]\nrate = nan\n", "speech.rate: nan is not a finite number"),
+    ("[camera]\nfps = nan\n", "camera.fps: nan is not a finite number"),
+    ("[button]\nhold_time = inf\n", "button.hold_time: inf is not a finite number"),
+    ("[camera]\nwidth = 100000000000000000000\n", "camera.width: 100000000000000000000 is above the maximum 7680"),
+    ("[vision]\nmax_faces = 1000000000\n", "vision.max_faces: 1000000000 is above the maximum 32"),
+    ('[app]\nstate_dir = "/tmp/a\\u0000b"\n', "app.state_dir: '/tmp/a\\x00b' contains a NUL byte"),
+    ('[speech]\nsink = "speaker"\n', "speech.sink: audio sink 'speaker' is not valid"),
+    ('[offload]\nenabled = true\nurl = "https://"\ntoken = "t"\n', "offload.url 'https://' names no host"),
+    ('[offload]\nenabled = true\nurl = "https://10.0.0.2:99999"\ntoken = "t"\n', "offload.url 'https://10.0.0.2:99999': Port out of range"),
+    ('[offload]\nenabled = true\nurl = "https://10.0.0.2:8443"\ntoken_file = "/nonexistent/token"\n',
+     "offload.token_file /nonexistent/token: cannot read (No such file or directory)"),
+    ('[offload]\nenabled = true\nurl = "https://10.0.0.2:8443"\ntoken = "t"\nca_file = "/nonexistent/ca.pem"\n',
+     "offload.ca_file /nonexistent/ca.pem: cannot load"),
+    ("[camera]\nwidth = " + "[" * 5000 + "]" * 5000 + "\n", "nested too deeply"),
+    ("[camera]\nwidth = " + "[" * 150 + "1" + "]" * 150 + "\n", "camera.width: expected an integer, got [[[[["),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_VALUES, ids=[m.split(" ")[0].split(":")[0] + str(i) for i, (_, m) in enumerate(BAD_VALUES)])
+def test_check_config_refuses_what_run_would_in_one_line(monkeypatch, capsys, tmp_path, text, message):
+    """Each of these used to pass check-config and then stop `run` (nan rate, a token file that is not
+    there, a bad sink), make it misbehave (1e20-pixel frames, a billion faces, a URL with no host, NUL in
+    a path) or print a 3,000-line RecursionError: now one line naming the key, exit 2."""
+    assert run_cli(monkeypatch, ["check-config", "--config", str(write(tmp_path, text))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+    assert len(err) < 300
+
+
+def test_env_and_flag_numbers_must_be_finite_too():
+    with pytest.raises(ConfigError, match=r"GLASSES_SPEECH__VOLUME: speech\.volume: nan is not a finite number"):
+        load_config(env={"GLASSES_SPEECH__VOLUME": "nan"})
+    with pytest.raises(ConfigError, match=r"--set: light\.day_lux: inf is not a finite number"):
+        load_config(env={}, overrides={"light.day_lux": "inf"})
+
+
+def test_offload_token_file_is_read_when_offload_is_enabled(tmp_path):
+    token = tmp_path / "token"
+    settings = {"offload.enabled": "true", "offload.url": "https://10.0.0.2:8443", "offload.token_file": str(token)}
+    token.write_text("\n")
+    with pytest.raises(ConfigError, match=rf"offload\.token_file {token}: is empty"):
+        load_config(env={}, overrides=settings)
+    token.write_text("secret-token\n")
+    assert load_config(env={}, overrides=settings).offload.bearer == "secret-token"
+    assert load_config(env={}, overrides={**settings, "offload.enabled": "false", "offload.token_file": "/nonexistent"}).offload.enabled is False

@@ -91,6 +91,18 @@ def test_model_file_with_a_wrong_sha256_fails(tmp_path):
     assert check.status == FAIL and f"{victim.name} sha256 mismatch" in check.detail and check.fix
 
 
+def test_model_file_that_matches_its_sha256_but_crashes_the_runtime_fails(tmp_path):
+    from tests.test_model import damage_tflite
+
+    sidecar = ROOT / "models" / "expression.json"
+    for entry in json.loads(sidecar.read_text())["files"].values():
+        shutil.copy(sidecar.parent / entry["file"], tmp_path / entry["file"])
+    shutil.copy(sidecar, tmp_path / "expression.json")
+    victim = damage_tflite(tmp_path / "expression.json")
+    check = doctor.check_models(load_config(env={}, overrides={"vision.model": str(tmp_path / "expression.json")}))
+    assert check.status == FAIL and f"{victim} crashed the TFLite runtime" in check.detail and check.fix
+
+
 def test_model_check_warns_on_a_corrupt_enhancer(tmp_path):
     for name in ("expression", "enhancer"):
         sidecar = ROOT / "models" / f"{name}.json"

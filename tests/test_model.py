@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -75,6 +76,43 @@ def test_refuses_a_file_whose_hash_does_not_match(model_copy: Path):
     target.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="does not match its sidecar"):
         ExpressionModel(model_copy, backend="tflite")
+
+
+def damage_tflite(sidecar: Path, how: str = "corrupt", variant: str = "tflite-int8") -> Path:
+    """Damage a model file and make the sidecar's sha256 match it. "corrupt": the root table's vtable
+    offset pointed 2 GB away, which ai-edge-litert follows into unmapped memory (SIGSEGV, 40 times in
+    40); "truncated": cut to half, where it reads past the end of the file (SIGSEGV about 19 times in
+    20, else a clean error: what lies past the end varies)."""
+    spec = json.loads(sidecar.read_text())
+    entry = spec["files"][variant]
+    target = sidecar.parent / entry["file"]
+    data = bytearray(target.read_bytes())
+    if how == "truncated":
+        del data[len(data) // 2 :]
+    else:
+        root = int.from_bytes(data[:4], "little")  # flatbuffers: uoffset of the root table, which starts
+        data[root : root + 4] = (0x7FFFFFF0).to_bytes(4, "little", signed=True)  # with its vtable's soffset
+    target.write_bytes(bytes(data))
+    entry["sha256"] = hashlib.sha256(data).hexdigest()
+    sidecar.write_text(json.dumps(spec))
+    return target
+
+
+@pytest.mark.parametrize("how", ["corrupt", "truncated"])
+def test_a_damaged_tflite_file_matching_its_sidecar_is_refused_not_a_crash(model_copy: Path, tmp_path: Path, grace_hopper, how):
+    """The file is tried in a child process first: the child's segfault is one error line and exit 2
+    (it used to kill `analyze`, and the wearer loop, with no line at all)."""
+    target = damage_tflite(model_copy, how)
+    photo = tmp_path / "grace.jpg"
+    cv2.imwrite(str(photo), grace_hopper)
+    proc = _analyze(photo, "--backend", "tflite", "--model", model_copy)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(errors) == 1 and str(target) in errors[0] and proc.stdout == ""
+    if how == "corrupt":
+        assert "crashed the TFLite runtime (SIGSEGV)" in errors[0]
+    else:
+        assert "crashed the TFLite runtime (SIG" in errors[0] or "not a loadable TFLite model" in errors[0]
 
 
 def test_refuses_other_preprocessing_version(model_copy: Path):
@@ -176,6 +214,19 @@ def test_analyze_reads_the_demo_photo_and_survives_bad_inputs(tmp_path: Path, gr
     assert grace["lowlight"] is False
     assert wall["faces"] == []
     assert len(small["faces"]) == 1 and small["faces"][0]["label"] in LABELS
+
+
+def test_analyze_reads_a_large_photo_at_reduced_scale_and_boxes_faces_in_its_pixels(tmp_path: Path, grace_hopper):
+    """A 4608×5400 JPEG is decoded at 2304×2700 (cli_analyze.MIN_SIDE); the box still comes in the
+    photo's own pixels: nine times the box of the same portrait at 512×600."""
+    small, big = tmp_path / "a_small.jpg", tmp_path / "b_big.jpg"
+    cv2.imwrite(str(small), grace_hopper)
+    cv2.imwrite(str(big), cv2.resize(grace_hopper, (512 * 9, 600 * 9), interpolation=cv2.INTER_CUBIC), [cv2.IMWRITE_JPEG_QUALITY, 85])
+    proc = _analyze(small, big)
+    assert proc.returncode == 0, proc.stderr
+    ref, got = (json.loads(line)["faces"] for line in proc.stdout.splitlines())
+    assert len(ref) == len(got) == 1 and got[0]["label"] == ref[0]["label"]
+    assert np.abs(np.array(got[0]["box"]) - 9 * np.array(ref[0]["box"])).max() < 0.05 * 9 * ref[0]["box"][2]
 
 
 def test_analyze_walks_folders(tmp_path: Path, grace_hopper):

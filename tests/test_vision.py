@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -387,3 +389,89 @@ def test_weak_detections_come_after_and_apart_from_the_sure_ones():
         np.testing.assert_array_equal(found[0].box, [100, 100, 200, 200])
         if weak_score is not None:
             np.testing.assert_array_equal(found[1].box, [400, 100, 480, 180])
+
+
+def test_reported_boxes_lie_in_the_image_and_a_fallback_is_the_whole_image(grace_hopper):
+    """A face cut by the image's edge is boxed up to that edge, not past it (the mesh runs past it, to
+    negative x/y); a face read from the whole image (not detected) reports the whole image as its box."""
+    from edge.pipeline import Pipeline
+
+    with Pipeline(threads=1) as pipeline:
+        x, y, w, h = pipeline.analyze(grace_hopper).faces[0].box
+        for image, edge in ((grace_hopper[:, x + w // 3 :], 0), (grace_hopper[y + h // 3 :], 1)):  # cut at left, at top
+            faces = pipeline.analyze(np.ascontiguousarray(image)).faces
+            assert len(faces) == 1 and not faces[0].fallback
+            box = faces[0].box
+            assert box[edge] == 0 and min(box) >= 0
+            assert box[0] + box[2] <= image.shape[1] and box[1] + box[3] <= image.shape[0]
+        crop = cv2.resize(cv2.cvtColor(grace_hopper[140:330, 170:350], cv2.COLOR_BGR2GRAY), (48, 40), interpolation=cv2.INTER_AREA)
+        pipeline.mesh.detector.min_score = 1.01  # a detector that never fires: the mesh is laid on the whole image
+        faces = pipeline.analyze(crop).faces
+    assert len(faces) == 1 and faces[0].fallback and faces[0].aligned
+    assert faces[0].box == (0, 0, 48, 40)
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header says width×height, with a few bytes of pixel data: what a decompression bomb
+    looks like to anything that reads only the header."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("width, height, message", [(8000, 8000, "8000×8000 is too large"), (16000, 16000, "too large")])
+def test_an_image_over_the_pixel_limit_is_refused_from_its_header(monkeypatch, tmp_path, width, height, message):
+    """Refused before a pixel is decoded: a 263 KB 16000×16000 PNG used to take 4 s and 1.6 GB first."""
+    from edge import images
+    from edge.errors import ImageError
+
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(width, height))
+    monkeypatch.setattr(images.cv2, "imdecode", lambda *a: pytest.fail("decoded before the header was checked"))
+    with pytest.raises(ImageError, match=message) as err:
+        images.read(path)
+    assert str(path) in str(err.value) and "resize it below 40 MP" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale(tmp_path, grace_hopper):
+    from edge import images
+
+    path = tmp_path / "big.jpg"
+    cv2.imwrite(str(path), cv2.resize(grace_hopper, (5400, 3601)), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    frame, size = images.read_scaled(path, 2560)
+    assert frame.shape == (1801, 2700, 3) and size == (5400, 3601)  # 1/2 keeps 2700 ≥ 2560; 1/4 would not
+    assert images.read_scaled(path, 1000)[0].shape == (901, 1350, 3)
+    assert images.read(path).shape == (3601, 5400, 3)  # export and the server still get every pixel
+    png = tmp_path / "big.png"
+    cv2.imwrite(str(png), cv2.resize(grace_hopper, (2700, 1801)))
+    assert images.read_scaled(png, 1000)[0].shape == (1801, 2700, 3)  # no scaled decoding in PNG: read whole
+
+
+def test_a_reduced_jpeg_turned_by_exif_reports_its_upright_size(tmp_path):
+    from PIL import Image
+
+    from edge import images
+
+    path = tmp_path / "portrait.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was held upright; viewers turn the 6000×4000 picture 90°
+    Image.new("RGB", (6000, 4000), (120, 90, 60)).save(path, exif=exif, quality=70)
+    frame, size = images.read_scaled(path, 2560)
+    assert frame.shape[:2] == (3000, 2000) and size == (4000, 6000)
+
+
+def test_boxes_of_a_reduced_frame_are_given_in_the_image_pixels():
+    from edge.results import FaceResult, FrameResult, Position
+
+    face = FaceResult(box=(10, 20, 30, 40), label="happy", confidence=0.9, unsure=False, scores={}, position=Position(12, 1.0, 0.5), fallback=False)
+    whole = dataclasses.replace(face, box=(0, 0, 1751, 1251), fallback=True)
+    result = FrameResult(faces=(face, whole), lowlight=False)
+    assert result.in_image((1751, 1251), (1751, 1251)) is result
+    scaled = result.in_image((1751, 1251), (7001, 5001))
+    assert scaled.faces[0].box == (40, 80, 120, 160)
+    assert scaled.faces[1].box == (0, 0, 7001, 5001)  # the whole frame is the whole image, not 4 px past it

@@ -407,14 +407,21 @@ class NullSink(Sink):
         self.records.append(record)
 
 
+def parse_sink(endpoint: str) -> tuple[str, str]:
+    """(scheme, target) of a sink endpoint string, or ConfigError naming the value and the valid forms.
+
+    The config checks speech.sink with it too, so `check-config` refuses what `run` would."""
+    scheme, sep, target = str(endpoint).strip().partition(":")
+    if sep and (scheme == "alsa" or (scheme == "wav" and target) or (scheme == "null" and not target)):
+        return scheme, target
+    raise ConfigError(f"audio sink {endpoint!r} is not valid: use {VALID_FORMS}")
+
+
 def open_sink(endpoint: str, on_first_audio: FirstAudioHook | None = None) -> Sink:
     """Build the sink an endpoint string names. Raises ConfigError naming the value and the valid forms."""
-    scheme, sep, target = str(endpoint).strip().partition(":")
-    if sep:
-        if scheme == "alsa":
-            return AlsaSink(target or "default", on_first_audio=on_first_audio)
-        if scheme == "wav" and target:
-            return WavSink(target, on_first_audio=on_first_audio)
-        if scheme == "null" and not target:
-            return NullSink(on_first_audio=on_first_audio)
-    raise ConfigError(f"audio sink {endpoint!r} is not valid: use {VALID_FORMS}")
+    scheme, target = parse_sink(endpoint)
+    if scheme == "alsa":
+        return AlsaSink(target or "default", on_first_audio=on_first_audio)
+    if scheme == "wav":
+        return WavSink(target, on_first_audio=on_first_audio)
+    return NullSink(on_first_audio=on_first_audio)

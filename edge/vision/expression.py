@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,7 +71,56 @@ def verified_file(sidecar: Path, spec: dict[str, Any], variant: str) -> Path:
             f"model file {path} does not match its sidecar (sha256 {actual[:12]}… ≠ {entry['sha256'][:12]}…): "
             "the file is corrupt or from another export; restore models/ from git or re-export"
         )
+    if path.suffix == ".tflite":
+        check_tflite_loads(path, actual)
     return path
+
+
+_LOADS_CLEANLY: set[str] = set()
+"""sha256 of the TFLite files this process has seen load and run in a child process."""
+
+_PROBE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+from edge.runtime import open_model
+try:
+    model = open_model(sys.argv[2], "tflite", threads=1)
+    model.run([np.zeros(shape, np.float32) for shape in model.input_shapes])
+except Exception as exc:
+    print(exc)
+    sys.exit(3)
+"""
+PROBE_TIMEOUT_S = 120.0
+
+
+def check_tflite_loads(path: Path, sha256: str) -> None:
+    """Load and run a TFLite file once in a short-lived child process, before this process touches it.
+
+    The TFLite runtime trusts a file's structure: a truncated or damaged file, even one its sidecar's
+    sha256 was made to match, can kill the process with a segfault (the wearer loop gone, no log line)
+    instead of raising. In a child that crash becomes a ModelError here. Once per file content (sha256)
+    per process; the default ONNX backend needs none (onnxruntime validates its files)."""
+    if sha256 in _LOADS_CLEANLY:
+        return
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE, str(MODELS_DIR.parent), str(path)], capture_output=True, text=True,
+                              timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise ModelError(f"{path}: a test load did not finish within {PROBE_TIMEOUT_S:.0f} s; re-export it or restore it from git") from None
+    if done.returncode < 0:
+        try:
+            name = signal.Signals(-done.returncode).name
+        except ValueError:
+            name = f"signal {-done.returncode}"
+        raise ModelError(
+            f"model file {path} crashed the TFLite runtime ({name}) in a test load: it is damaged although its sha256 "
+            "matches the sidecar; restore models/ from git or re-export it"
+        )
+    if done.returncode != 0:
+        reason = " ".join(done.stdout.split()) or (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise ModelError(reason if reason.startswith(str(path)) else f"{path}: {reason}")
+    _LOADS_CLEANLY.add(sha256)
 
 
 class ExpressionModel:

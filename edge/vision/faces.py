@@ -112,6 +112,17 @@ class Face:
         x1, y1 = np.ceil(xy.max(axis=0))
         return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
 
+    def box_in(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The box to report in a width×height frame: clipped to it (the mesh of a face cut by the frame's
+        edge runs past it, to negative x or y), and the whole frame for a whole-image fallback, which is
+        what was read there."""
+        if self.fallback:
+            return 0, 0, width, height
+        x, y, w, h = self.box
+        x0, y0 = min(max(x, 0), width), min(max(y, 0), height)
+        x1, y1 = min(max(x + w, 0), width), min(max(y + h, 0), height)
+        return x0, y0, x1 - x0, y1 - y0
+
     @property
     def eye_centres(self) -> tuple[np.ndarray, np.ndarray]:
         """(image-left eye, image-right eye) centres from the eye-contour landmarks."""
