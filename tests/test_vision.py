@@ -405,7 +405,7 @@ def test_reported_boxes_lie_in_the_image_and_a_fallback_is_the_whole_image(grace
             assert box[edge] == 0 and min(box) >= 0
             assert box[0] + box[2] <= image.shape[1] and box[1] + box[3] <= image.shape[0]
         crop = cv2.resize(cv2.cvtColor(grace_hopper[140:330, 170:350], cv2.COLOR_BGR2GRAY), (48, 40), interpolation=cv2.INTER_AREA)
-        pipeline.mesh.detector.min_score = 1.01  # a detector that never fires: the mesh is laid on the whole image
+        pipeline.mesh.detector.min_score, pipeline.mesh.detector.weak_score = 1.01, None  # a detector that never fires: the mesh is laid on the whole image
         faces = pipeline.analyze(crop).faces
     assert len(faces) == 1 and faces[0].fallback and faces[0].aligned
     assert faces[0].box == (0, 0, 48, 40)
