@@ -522,7 +522,7 @@ def open_core(config: Config) -> Iterator[Parts]:
     from edge.pipeline import Pipeline
 
     with contextlib.ExitStack() as stack:
-        pipeline = stack.enter_context(Pipeline.from_config(config.vision))
+        pipeline = stack.enter_context(Pipeline.from_config(config.vision, config.light))
         if config.offload.enabled:
             from edge.offload.client import OffloadingPipeline
 

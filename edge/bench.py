@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from edge.config import PACKAGE_ROOT, CameraConfig, Config
+from edge.hw.light import LOWLIGHT
 from edge.runtime import default_threads
 
 _LOGGER = logging.getLogger(__name__)
@@ -219,10 +220,6 @@ def open_frames(source: str, camera: CameraConfig) -> Any:
     from edge.hw.camera import open_reader
 
     return open_reader(dataclasses.replace(camera, source=source, loop=True))
-
-
-def _lowlight(config: Config) -> bool | None:
-    return {"auto": None, "on": True, "off": False}[config.vision.lowlight]
 
 
 def run_stages(
@@ -441,7 +438,7 @@ def run(config: Config, options: BenchOptions, *, t_bench: float | None = None) 
     if not (options.source.isdigit() or options.source.startswith("/dev/")):
         open_frames(options.source, config.camera).close()  # a bad path fails here, with its reason
     result = BenchResult(source=options.source, warmup=options.warmup)
-    lowlight = _lowlight(config)
+    lowlight = LOWLIGHT[config.vision.lowlight]  # auto: each frame by the day/night rule (parts.pipeline has config.light)
     with started_app(config, result, t_process, t_bench) as (app, parts, pin, stop_app):
         if options.presses:
             run_presses(app, parts, pin, config, options.presses, result)
