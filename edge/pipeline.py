@@ -141,6 +141,10 @@ class Pipeline:
         timings["total"] = sum(timings[stage] for stage in STAGES if stage in timings)  # detect_* are parts of detect
         return FrameResult(faces=tuple(results), lowlight=night, timings_ms=timings, brightness=level, noise=noise)
 
+    def take_notice(self) -> str | None:
+        """Nothing to tell the wearer about the pipeline itself (the offloading one has; edge.parts.Analyser)."""
+        return None
+
     def close(self) -> None:
         self.mesh.close()
         self.expression.close()

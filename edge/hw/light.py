@@ -13,10 +13,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from edge.config import LightConfig
 from edge.errors import HardwareError
+
+if TYPE_CHECKING:
+    from edge.parts import Bridge, Switch
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -105,7 +108,7 @@ class FrameBrightness(LuxSource):
 class GpioLightSensor(LuxSource):
     """gpiozero `LightSensor` (LDR from 3V3 to the pin, capacitor from the pin to ground)."""
 
-    def __init__(self, pin: str, *, pin_factory: Any = None, dark_lux: float = 1.0) -> None:
+    def __init__(self, pin: str, *, pin_factory: object = None, dark_lux: float = 1.0) -> None:
         from gpiozero import LightSensor
 
         self.description = f"light sensor on {pin}"
@@ -130,7 +133,7 @@ class BridgeLightSensor(LuxSource):
     The bridge itself is owned (and closed) by whoever opened it.
     """
 
-    def __init__(self, bridge: Any) -> None:
+    def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self.description = f"lux sensor on the MCU ({bridge.port})"
         self._frame = FrameBrightness()
@@ -210,8 +213,8 @@ class DayNightSwitch:
 
 
 def open_light(
-    config: LightConfig, *, real: bool, clock: Callable[[], float] = time.monotonic, bridge: Any = None
-) -> tuple[LuxSource, Any]:
+    config: LightConfig, *, real: bool, clock: Callable[[], float] = time.monotonic, bridge: Bridge | None = None
+) -> tuple[LuxSource, Switch]:
     """The configured lux source with its switch; the GPIO sensor falls back to frame brightness.
 
     "serial" needs the open `bridge` (edge.hw.bridge.Bridge); frame brightness stands in while its
