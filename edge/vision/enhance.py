@@ -40,6 +40,7 @@ SMOOTHING = ((5, 1.0), (9, 2.5))
 """(kernel size, sigma) of the Gaussian blur behind each smoothing weight, in the order of the maps."""
 ENHANCER_KEYS = ("kind", "preprocessing", "inputs", "outputs", "files")
 
+
 def brightness(frame: np.ndarray) -> float:
     """Mean luma of a frame, 0..255, from a sparse grid of about 3,000 pixels (cheap enough for every frame)."""
     step = max(1, int(np.sqrt(frame.shape[0] * frame.shape[1] / 3000)))
