@@ -24,15 +24,18 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import Config
 from edge.results import too_dark
 from edge.errors import CameraError, EdgeError
 from edge.hw.button import ButtonEvent, Emit
-from edge.hw.light import DayNightSwitch, LuxSource
+from edge.parts import Analyser, Bridge, Button, Camera, LightSource, Phrases, Sink, Supervised, Switch
 from edge.vision.enhance import brightness
 from edge.speech.phrases import Changes, Status, all_phrases, describe
+
+if TYPE_CHECKING:
+    from edge.speech.tts import AudioClip, Voice
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -79,25 +82,22 @@ class Event:
 
 @dataclass
 class Parts:
-    """What the loop drives. Production builds them with `open_parts` (`open_core`, then `open_devices`
-    fills in camera, light, button and bridge); tests pass fakes (duck-typed)."""
+    """What the loop drives, each part typed by its protocol (edge.parts). Production builds them with
+    `open_parts` (`open_core`, then `open_devices` fills in camera, light, button and bridge); tests
+    pass fakes that implement the same protocols."""
 
-    pipeline: Any
-    """`analyze(image, lowlight=bool) -> FrameResult`."""
-    cache: Any
-    """`get(text)`, `compose(text)` (a describe() sentence from cached fragments), `warm(phrases)`."""
-    sink: Any
-    """`play(clip, block=False)`, optional `stop()` and `wait(timeout)`."""
-    camera: Any = None
-    """`open()`, `latest(timeout) -> Frame`, `failed: threading.Event`, `close()` (edge.hw.camera.Camera)."""
-    lux: LuxSource | None = None
-    switch: DayNightSwitch | None = None
-    open_button: Callable[[Emit], Any] | None = None
+    pipeline: Analyser
+    cache: Phrases
+    sink: Sink
+    camera: Camera | None = None
+    lux: LightSource | None = None
+    switch: Switch | None = None
+    open_button: Callable[[Emit], Button] | None = None
     """Opens the button given the callback that posts its events; None = presses come from code only."""
-    earcon: Any = None
+    earcon: AudioClip | None = None
     """Clip played the moment a press is taken."""
-    bridge: Any = None
-    """The MCU bridge (edge.hw.bridge.Bridge): `attach(emit, status)`, `haptic()`; None = no MCU."""
+    bridge: Bridge | None = None
+    """The MCU bridge; None = no MCU."""
 
 
 class Backoff:
@@ -121,14 +121,14 @@ class Supervisor:
     def __init__(
         self,
         name: str,
-        open_part: Callable[[], Any],
+        open_part: Callable[[], Supervised],
         post: Callable[[Event], None],
         backoff: Backoff,
     ) -> None:
         self.name, self._open, self._post, self._backoff = name, open_part, post, backoff
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"supervise-{name}", daemon=True)
-        self.part: Any = None
+        self.part: Supervised | None = None
         self.first_attempt = threading.Event()
         """Set once the first open has succeeded or failed (the loop waits for it before READY)."""
 
@@ -140,7 +140,7 @@ class Supervisor:
         try:
             while not self._stop.is_set():
                 try:
-                    self.part = self._open()
+                    self.part = part = self._open()
                 except Exception as exc:  # noqa: BLE001 — any failure to open is retried
                     delay = self._backoff.next()
                     _LOGGER.warning("%s: cannot open (%s); retrying in %.1f s", self.name, exc, delay)
@@ -152,19 +152,19 @@ class Supervisor:
                     continue
                 self._backoff.reset()
                 if up is False:
-                    _LOGGER.info("%s: back (%s)", self.name, getattr(self.part, "description", ""))
+                    _LOGGER.info("%s: back (%s)", self.name, part.description)
                     self._post(Event(EventKind.PART_UP, part=self.name))
                 up = True
                 self.first_attempt.set()
-                failed: threading.Event | None = getattr(self.part, "failed", None)
+                failed = part.failed
                 if failed is None:  # a part that cannot report failure stays up until stop
                     self._stop.wait()
-                while not self._stop.is_set() and not failed.wait(_IDLE_POLL_S):
+                while failed is not None and not self._stop.is_set() and not failed.wait(_IDLE_POLL_S):
                     pass
                 if self._stop.is_set():
                     break
                 delay = self._backoff.next()
-                _LOGGER.warning("%s: lost (%s); reconnecting in %.1f s", self.name, getattr(self.part, "error", ""), delay)
+                _LOGGER.warning("%s: lost (%s); reconnecting in %.1f s", self.name, part.error, delay)
                 self._post(Event(EventKind.PART_DOWN, part=self.name))
                 up = False
                 self._close_part()
@@ -257,7 +257,7 @@ class App:
             for _ in range(presses):
                 self.press()
             self._set_state(State.READY)
-            button = supervisors[1].part if len(supervisors) > 1 else None
+            button = supervisors[1].part if len(supervisors) > 1 else None  # opened by open_button: a Button
             _LOGGER.info("ready: %s", _how_to_use(button, presses, exit_after_presses))
             self._say(Status.READY.value)
             if self._notifier is not None:
@@ -360,8 +360,7 @@ class App:
             else:
                 text = describe(result, self.config.speech.verbosity, too_dark=dark)
             _LOGGER.info("frame %d (%s, luma %.0f): %s", frame.index, "night" if night else "day", luma, text or "(no change)")
-            take_notice = getattr(self.parts.pipeline, "take_notice", None)  # offload: "offload unavailable" once
-            notice = take_notice() if take_notice is not None else None
+            notice = self.parts.pipeline.take_notice()  # offload: "offload unavailable" once
             if text is not None:
                 self.last_phrase = text
                 self._say(text, sentence=True)
@@ -417,7 +416,7 @@ class App:
         finally:
             self._set_state(previous)
 
-    def _play(self, clip: Any) -> None:
+    def _play(self, clip: AudioClip | None) -> None:
         if clip is None:
             return
         try:
@@ -427,17 +426,13 @@ class App:
             _LOGGER.error("audio sink: %s", exc)
 
     def _stop_speech(self) -> None:
-        stop = getattr(self.parts.sink, "stop", None)
-        if stop is not None:
-            stop()
+        self.parts.sink.stop()
 
     def _finish_speech(self) -> None:
-        wait = getattr(self.parts.sink, "wait", None)
-        if wait is not None:
-            try:
-                wait(10.0)
-            except EdgeError as exc:
-                _LOGGER.error("audio sink: %s", exc)
+        try:
+            self.parts.sink.wait(10.0)
+        except EdgeError as exc:
+            _LOGGER.error("audio sink: %s", exc)
 
     def _warm_one(self) -> None:
         text = self._to_warm.popleft()
@@ -460,11 +455,11 @@ class App:
                 self._state_changed.notify_all()
 
 
-def _how_to_use(button: Any, presses: int, exit_after_presses: bool) -> str:
+def _how_to_use(button: Button | None, presses: int, exit_after_presses: bool) -> str:
     """The one line a person at the terminal needs once the loop is ready: how to press, how to stop."""
     if exit_after_presses:
         return f"answering {presses} simulated press(es), then stopping"
-    how = getattr(button, "hint", None) or "presses come only from --presses N"
+    how = button.hint if button is not None else "presses come only from --presses N"
     first = f"; {presses} simulated press(es) first (--exit-after-presses stops after them)" if presses else ""
     return f"{how}, Ctrl-C to quit{first}"
 
@@ -497,10 +492,10 @@ def resolve_sink_endpoint(endpoint: str, state_dir: Path) -> str:
 class Speech:
     """The wearer's voice, phrase cache and audio sink, as `run` and `say` both set them up."""
 
-    voice: Any
-    cache: Any
-    sink: Any
-    earcon: Any
+    voice: Voice
+    cache: Phrases
+    sink: Sink
+    earcon: AudioClip
 
 
 @contextlib.contextmanager
@@ -523,7 +518,7 @@ def open_core(config: Config) -> Iterator[Parts]:
     from edge.pipeline import Pipeline
 
     with contextlib.ExitStack() as stack:
-        pipeline = stack.enter_context(Pipeline.from_config(config.vision))
+        pipeline: Analyser = stack.enter_context(Pipeline.from_config(config.vision, config.light))
         if config.offload.enabled:
             from edge.offload.client import OffloadingPipeline
 
@@ -553,7 +548,7 @@ def open_devices(config: Config, core: Parts) -> Iterator[Parts]:
         camera = Camera(config.camera)
         stack.callback(camera.close)
         _LOGGER.info("hardware: %s; light: %s; sink: %s", "real" if real else "fake", lux.description,
-                     getattr(core.sink, "endpoint", core.sink))
+                     core.sink.endpoint)
         yield replace(core, camera=camera, lux=lux, switch=switch, bridge=bridge,
                       open_button=lambda emit: open_button(config.button, emit, real=real))
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from edge.config import CameraConfig, Config
 from edge.files import write_atomic
+from edge.hw.light import LOWLIGHT
 from edge.runtime import default_threads
 
 _LOGGER = logging.getLogger(__name__)
@@ -223,10 +224,6 @@ def open_frames(source: str, camera: CameraConfig) -> Any:
     from edge.hw.camera import open_reader
 
     return open_reader(dataclasses.replace(camera, source=source, loop=True))
-
-
-def _lowlight(config: Config) -> bool | None:
-    return {"auto": None, "on": True, "off": False}[config.vision.lowlight]
 
 
 def run_stages(
@@ -445,7 +442,7 @@ def run(config: Config, options: BenchOptions, *, t_bench: float | None = None) 
     if not (options.source.isdigit() or options.source.startswith("/dev/")):
         open_frames(options.source, config.camera).close()  # a bad path fails here, with its reason
     result = BenchResult(source=options.source, warmup=options.warmup)
-    lowlight = _lowlight(config)
+    lowlight = LOWLIGHT[config.vision.lowlight]  # auto: each frame by the day/night rule (parts.pipeline has config.light)
     with started_app(config, result, t_process, t_bench) as (app, parts, pin, stop_app):
         if options.presses:
             run_presses(app, parts, pin, config, options.presses, result)

@@ -8,7 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+from edge.cli_config import add_config_arguments, config_from_args
 from edge.config import VisionConfig
+from edge.hw.light import LOWLIGHT
 from edge.runtime import DEFAULT_BACKEND
 from edge.errors import ImageError
 
@@ -17,8 +19,9 @@ _LOGGER = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders of images")
+    add_config_arguments(parser)  # [light]: the day/night rule's thresholds for --lowlight auto
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout (JSON Lines)")
-    parser.add_argument("--lowlight", choices=("auto", "on", "off"), default="auto", help="night branch: decide from brightness, always, never")
+    parser.add_argument("--lowlight", choices=tuple(LOWLIGHT), default="auto", help="night branch: decide from brightness (light.frame_night_luma), always, never")
     parser.add_argument("--model", type=Path, default=None, help="expression model sidecar JSON (default: models/expression.json)")
     parser.add_argument("--backend", choices=("tflite", "onnx"), default=DEFAULT_BACKEND, help="expression-model runtime (default %(default)s)")
     parser.add_argument("--precision", choices=("int8", "fp32"), default="int8")
@@ -26,7 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-faces", type=int, default=VisionConfig.max_faces)
 
 
-LOWLIGHT = {"auto": None, "on": True, "off": False}
 MIN_SIDE = 2560
 """A large JPEG is decoded at 1/2, 1/4 or 1/8 scale down to this long side (7000×5000 → 3500×2500):
 twice the 1280 px frame the glasses see and every detection figure was measured on. The detector
@@ -42,8 +44,10 @@ def main(args: argparse.Namespace) -> int:
     from edge.vision.expression import DEFAULT_SIDECAR
 
     failures = 0
+    light = config_from_args(args).light
     with Pipeline(
-        model=args.model or DEFAULT_SIDECAR, backend=args.backend, threads=args.threads, max_faces=args.max_faces, precision=args.precision
+        model=args.model or DEFAULT_SIDECAR, backend=args.backend, threads=args.threads, max_faces=args.max_faces, precision=args.precision,
+        light=light,
     ) as pipeline:
         for path in images.walk(args.paths):
             try:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from edge.cli_config import add_config_arguments, config_from_args
 from edge.errors import AudioError, ConfigError
 from edge.config import VisionConfig
 from edge.runtime import DEFAULT_BACKEND, DEVICES
@@ -31,6 +32,7 @@ API (every request but /healthz needs `Authorization: Bearer TOKEN`):
 example:
   python -m edge token add glasses-anna        # prints the token once; give it to the glasses
   python -m edge serve --host 0.0.0.0 --cert cert.pem --key key.pem"""
+    add_config_arguments(parser)  # [light]: the day/night and too-dark rules, as on the glasses
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on; 0.0.0.0 for every interface (default %(default)s)")
     parser.add_argument("--port", type=int, default=8443, help="TCP port; 0 picks a free one and logs it (default %(default)s)")
     parser.add_argument("--cert", type=Path, help="PEM certificate (chain) for HTTPS; required unless --insecure-http")
@@ -64,7 +66,6 @@ example:
 
 def main(args: argparse.Namespace) -> int:
     from edge import images
-    from edge.config import LightConfig
     from edge.offload.limits import Limits
     from edge.offload.server import Analyzer, make_app, serve
     from edge.offload.tls import server_context
@@ -75,6 +76,7 @@ def main(args: argparse.Namespace) -> int:
     from edge.speech.tts import PhraseCache, load_voice
     from edge.vision.expression import DEFAULT_SIDECAR
 
+    light = config_from_args(args).light  # a bad config file stops the server before it loads anything
     if args.insecure_http:
         if args.cert or args.key:
             raise ConfigError("--insecure-http with --cert/--key: choose one")
@@ -117,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
             stack.enter_context(
                 Pipeline(
                     model=args.model or DEFAULT_SIDECAR, backend=args.backend, threads=args.threads,
-                    max_faces=args.max_faces, precision=args.precision, providers=providers,
+                    max_faces=args.max_faces, precision=args.precision, providers=providers, light=light,
                 )
             )  # fmt: skip
             for _ in range(args.workers)
@@ -141,7 +143,7 @@ def main(args: argparse.Namespace) -> int:
             except AudioError as exc:
                 raise ConfigError(f"{exc}; or start the server with --no-speech (then ?speech=1 gets 400)") from None
             speech = PhraseCache(voice, rate=args.speech_rate)
-        analyzer = Analyzer(pipelines, speech=speech, light=LightConfig())
+        analyzer = Analyzer(pipelines, speech=speech, light=light)
         stack.callback(analyzer.close)
         analyzer.warm_speech(all_phrases("verbose"))  # before listening: /healthz "ok" means warm
         _LOGGER.info("%d device token(s) from %s", len(tokens.hashes), tokens.path)

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from edge.config import LightConfig
 from edge.results import FaceResult, FrameResult, Position
 from edge.runtime import DEFAULT_BACKEND, default_threads
 from edge.vision.enhance import DEFAULT_ENHANCER, Enhancer, day_or_night, load_enhancer, noise_level
@@ -87,7 +88,10 @@ class Pipeline:
         precision: str = "int8",
         enhancer: Enhancer | Path | str | None = DEFAULT_ENHANCER,
         providers: Sequence[str] | None = None,
+        light: LightConfig | None = None,
     ) -> None:
+        self.light = light or LightConfig()
+        """Thresholds of the day/night rule when `analyze` is left to decide (lowlight=None)."""
         threads = threads or default_threads()
         self.mesh = FaceMesh(threads=threads, max_faces=max_faces)
         try:
@@ -103,9 +107,9 @@ class Pipeline:
         )
 
     @classmethod
-    def from_config(cls, vision: Any) -> "Pipeline":
-        """Build from a VisionConfig-like object (model, backend, threads, max_faces)."""
-        return cls(model=vision.model_path, backend=vision.backend, threads=vision.threads, max_faces=vision.max_faces)
+    def from_config(cls, vision: Any, light: LightConfig | None = None) -> "Pipeline":
+        """Build from a VisionConfig-like object (model, backend, threads, max_faces) and the [light] section."""
+        return cls(model=vision.model_path, backend=vision.backend, threads=vision.threads, max_faces=vision.max_faces, light=light)
 
     def analyze(
         self,
@@ -116,14 +120,15 @@ class Pipeline:
     ) -> FrameResult:
         """Faces and expressions in one BGR (or gray) frame.
 
-        lowlight: True = night branch, False = day, None = decide from the frame's brightness.
+        lowlight: True = night branch, False = day, None = decide from the frame's brightness with the
+        one day/night rule (edge.hw.light.frame_is_night, `self.light`'s thresholds).
         track: reuse the previous frame's landmarks (video); False for unrelated photos.
         assume_face: the image is known to be one face (dataset crops) — never return no face.
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
         raw = frame
-        frame, night, level = day_or_night(frame, lowlight, self.enhancer)
+        frame, night, level = day_or_night(frame, lowlight, self.enhancer, self.light)
         timings["enhance"] = (time.perf_counter() - start) * 1e3
         faces = find_faces(self.mesh, frame, track=track, raw=raw if night else None, timings=timings)
         samples = face_samples(frame, faces, assume_face, timings)
@@ -152,6 +157,10 @@ class Pipeline:
         noise = noise_level(raw) if not results else 0.0  # only "no face" needs to know whether a face could be seen
         timings["total"] = sum(timings[stage] for stage in STAGES if stage in timings)  # detect_* are parts of detect
         return FrameResult(faces=tuple(results), lowlight=night, timings_ms=timings, brightness=level, noise=noise)
+
+    def take_notice(self) -> str | None:
+        """Nothing to tell the wearer about the pipeline itself (the offloading one has; edge.parts.Analyser)."""
+        return None
 
     def close(self) -> None:
         self.mesh.close()

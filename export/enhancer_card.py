@@ -55,7 +55,8 @@ def write_card(path: Path, results: dict[str, Any], sidecar: Path) -> None:
         + ", ".join(f"{k} {v['max_abs_diff']:.1e}" + ("" if v.get("limit") is not None else " (not shipped)") for k, v in spec["parity"].items())
         + "; the device code on ONNX and TFLite gives the same enhanced frames (checked at export and in tests).",
         "- Switching: the night branch runs when the light sensor's day/night switch (hysteresis + dwell,",
-        "  edge/hw/light.py) says night, or with no sensor when the frame's mean luma is below 50. A missing or",
+        "  edge/hw/light.py) says night; with no sensor, and for a frame seen alone (`analyze`, `edge serve`,",
+        "  `export evaluate`), when the frame's mean luma is below light.frame_night_luma (50). A missing or",
         "  corrupt enhancer file (sha256 ≠ sidecar) is refused with one log line and the classical gamma/CLAHE",
         "  branch runs instead.",
         "",

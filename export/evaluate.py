@@ -15,18 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.runtime import DEFAULT_BACKEND
+from edge.cli_config import add_config_arguments, config_from_args
 from edge.errors import EdgeError
+from edge.hw.light import LOWLIGHT
+from edge.runtime import DEFAULT_BACKEND
 
 _LOGGER = logging.getLogger(__name__)
-
-LOWLIGHT = {"auto": None, "on": True, "off": False}
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="npz with x uint8 [N,H,W] or [N,H,W,3] and y int [N] (FER2013 order)")
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    parser.add_argument("--lowlight", choices=tuple(LOWLIGHT), default="auto")
+    parser.add_argument("--lowlight", choices=tuple(LOWLIGHT), default="auto",
+                        help="night branch: auto = the glasses' day/night rule on each image's brightness ([light] of --config), on, off")
+    add_config_arguments(parser)
     parser.add_argument("--enhancer", default=None, help="night branch: enhancer sidecar JSON (default models/enhancer.json) or 'classical' (gamma/CLAHE)")
     parser.add_argument("--plot", type=Path, default=None, help="write the confusion matrix as a PNG")
     parser.add_argument("--model", type=Path, default=None, help="sidecar JSON (default: models/expression.json)")
@@ -57,13 +58,14 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def predict(pipeline, x: np.ndarray, lowlight: bool | None, y: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float | None]]:
-    """Top-1 label per image (largest face when several are found) and the share of images where the
-    detector found the face; given the labels `y`, also split_accuracy (aligned vs read whole, and the
-    answers the glasses would speak vs those they would call "not sure")."""
+    """Top-1 label per image (largest face when several are found), the share of images where the
+    detector found the face and the share that went down the night branch; given the labels `y`, also
+    split_accuracy (aligned vs read whole, and the answers the glasses would speak vs those they would
+    call "not sure")."""
     preds = np.empty(len(x), dtype=np.int64)
     aligned = np.zeros(len(x), dtype=bool)
     answered = np.zeros(len(x), dtype=bool)
-    detected = 0
+    detected = night = 0
     from edge.results import LABELS
 
     for i, image in enumerate(x):
@@ -71,9 +73,10 @@ def predict(pipeline, x: np.ndarray, lowlight: bool | None, y: np.ndarray | None
         face = max(result.faces, key=lambda f: f.box[2] * f.box[3])
         preds[i] = LABELS.index(face.label)
         detected += not face.fallback
+        night += result.lowlight
         aligned[i] = face.aligned
         answered[i] = not face.unsure
-    extra: dict[str, float | None] = {"detected": round(detected / max(len(x), 1), 4)}
+    extra: dict[str, float | None] = {"detected": round(detected / max(len(x), 1), 4), "night": round(night / max(len(x), 1), 4)}
     if y is not None:
         extra.update(split_accuracy(y, preds, aligned, answered))
     return preds, extra
@@ -105,6 +108,7 @@ def main(args: argparse.Namespace) -> int:
     from edge.vision.expression import DEFAULT_SIDECAR
     from export.metrics import plot_confusion, report
 
+    light = config_from_args(args).light
     x, y = load_npz(args.data)
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
@@ -113,7 +117,8 @@ def main(args: argparse.Namespace) -> int:
 
     enhancer = ClassicalEnhancer() if args.enhancer == "classical" else Path(args.enhancer or DEFAULT_ENHANCER)
     with Pipeline(
-        model=args.model or DEFAULT_SIDECAR, backend=args.backend, precision=args.precision, threads=args.threads, max_faces=2, enhancer=enhancer
+        model=args.model or DEFAULT_SIDECAR, backend=args.backend, precision=args.precision, threads=args.threads, max_faces=2, enhancer=enhancer,
+        light=light,
     ) as pipeline:
         if args.min_presence is not None:
             if not 0.0 <= args.min_presence <= 1.0:

@@ -46,7 +46,7 @@ def face(label: str, x: float = 0.5) -> FaceResult:
 
 
 class FakePipeline:
-    """Duck-typed Pipeline: returns whatever `result` is set to and records what it was given."""
+    """An edge.parts.Analyser: returns whatever `result` is set to and records what it was given."""
 
     def __init__(self, result: FrameResult | Exception) -> None:
         self.result = result
@@ -62,6 +62,9 @@ class FakePipeline:
         if isinstance(self.result, Exception):
             raise self.result
         return self.result
+
+    def take_notice(self) -> str | None:
+        return None
 
     def wait_calls(self, n: int) -> bool:
         with self._cond:
@@ -89,6 +92,10 @@ class FakeCache:
 
 
 class RecordingSink:
+    """An edge.parts.Sink that records the 'clips' (FakeCache's texts) it was given, and plays nothing."""
+
+    endpoint = "recording:"
+
     def __init__(self) -> None:
         self.played: list[str] = []
         self.stops = 0
@@ -101,6 +108,12 @@ class RecordingSink:
 
     def stop(self) -> None:
         self.stops += 1
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
 
     def wait_for(self, predicate: Callable[[list[str]], bool]) -> bool:
         with self._cond:
@@ -516,3 +529,48 @@ def test_ready_line_says_how_to_press_and_how_to_quit(caplog):
     ready = [r.getMessage() for r in caplog.records if r.getMessage().startswith("ready: ")]
     assert ready == ["ready: press Enter to read faces (r = repeat, c = continuous on/off), Ctrl-C to quit; "
                      "1 simulated press(es) first (--exit-after-presses stops after them)"]
+
+
+
+def test_every_part_in_the_package_and_every_fake_here_implements_its_protocol(tmp_path):
+    """Parts are typed nouns (edge.parts): the loop calls `failed`, `hint`, `take_notice()`, `stop()`,
+    `wait()` directly, so each production part, each fake shipped in the package and each fake the
+    tests drive the loop with must have them (a missing member was a getattr default before)."""
+    import io
+
+    from edge import parts as p
+    from edge.config import BridgeConfig, LightConfig
+    from edge.hw.bridge import Bridge
+    from edge.hw.button import NoButton
+    from edge.hw.light import FrameBrightness, GpioLightSensor
+    from edge.offload.client import OffloadingPipeline
+    from edge.pipeline import Pipeline
+    from edge.speech.playback import WavSink
+    from edge.speech.tts import PhraseCache
+
+    assert issubclass(Pipeline, p.Analyser) and issubclass(OffloadingPipeline, p.Analyser)
+    assert issubclass(PhraseCache, p.Phrases)
+    for protocol, fake in ((p.Analyser, FakePipeline(HAPPY)), (p.Phrases, FakeCache()), (p.Sink, RecordingSink())):
+        assert isinstance(fake, protocol), f"test fake {type(fake).__name__} is not an edge.parts.{protocol.__name__}"
+    factory = MockFactory()
+    with contextlib.ExitStack() as stack:
+        stack.callback(factory.reset)
+        devices = [
+            (p.Camera, Camera(CameraConfig(source="demo"))),
+            (p.Button, GpioButton(ButtonConfig(), lambda event: None, pin_factory=factory)),
+            (p.Button, TerminalButton(lambda event: None, io.StringIO(""))),
+            (p.Button, NoButton()),
+            (p.LightSource, FrameBrightness()),
+            (p.LightSource, GpioLightSensor("GPIO27", pin_factory=factory)),
+            (p.Sink, NullSink()),
+            (p.Sink, WavSink(tmp_path / "speech.wav")),
+            (p.Bridge, Bridge(BridgeConfig(port=str(tmp_path / "ttyNONE")))),
+        ]
+        for protocol, part in devices:
+            stack.callback(part.close)
+            assert isinstance(part, protocol), f"{type(part).__name__} is not an edge.parts.{protocol.__name__}"
+        for light, bridge in ((LightConfig(source="frame"), None), (LightConfig(source="gpio"), None),
+                              (LightConfig(source="serial"), devices[-1][1])):
+            source, switch = open_light(light, real=False, bridge=bridge)  # serial: a FallbackSwitch
+            assert isinstance(source, p.LightSource) and isinstance(switch, p.Switch)
+        assert NoButton().failed is None and GpioButton.failed is None  # cannot tell: kept open until stop

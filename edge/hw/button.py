@@ -35,7 +35,15 @@ class ButtonEvent(enum.Enum):
 Emit = Callable[[ButtonEvent], None]
 
 
-class GpioButton:
+class _Button:
+    """What every button shares (edge.parts.Button): none can report a failure (gpiozero and a
+    terminal give no such signal), so the Supervisor keeps it open until the loop stops."""
+
+    failed: threading.Event | None = None
+    error: Exception | None = None
+
+
+class GpioButton(_Button):
     """gpiozero `Button` (pin to ground, internal pull-up). Context manager; close() is idempotent."""
 
     def __init__(
@@ -148,7 +156,7 @@ class _Lines:
             self._by_stream.pop(id(self._stream), None)
 
 
-class TerminalButton:
+class TerminalButton(_Button):
     """Demo/fake mode: Enter = press, "r" = repeat, "c" = continuous toggle, "q" = quit (one per line)."""
 
     description = "terminal button (Enter = press, r = repeat, c = continuous, q = quit)"
@@ -176,7 +184,7 @@ class TerminalButton:
         self.close()
 
 
-class NoButton:
+class NoButton(_Button):
     """Fake mode without a terminal (service, CI): presses come only from `--presses`."""
 
     description = "no button (no terminal; use --presses N)"

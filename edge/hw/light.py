@@ -1,9 +1,11 @@
-"""Ambient light: lux sources and the day/night switch that decides when the low-light branch runs.
+"""Ambient light: lux sources and the one day/night rule that decides when the low-light branch runs.
 
 Sources: a gpiozero `LightSensor` (LDR + capacitor; its 0..1 charge-time value mapped to rough
 lux), the MCU's lux sensor over the serial bridge (edge/hw/bridge.py), or, as a fallback that needs
-no hardware, the mean brightness of the captured frame. `DayNightSwitch` adds hysteresis and a
-minimum dwell time so a reading hovering around a threshold does not flip the mode press to press.
+no hardware, the mean brightness of the captured frame. `wants_night` is the rule; the wearer loop's
+`DayNightSwitch` adds a minimum dwell time to it so a reading hovering around a threshold does not
+flip the mode press to press, and a frame seen alone (`analyze`, the offload server, `export
+evaluate`, bench) gets `frame_is_night`: the same rule on the frame's brightness as lux.
 """
 
 from __future__ import annotations
@@ -11,13 +13,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
-
+from typing import TYPE_CHECKING
 
 from edge.config import LightConfig
 from edge.errors import HardwareError
 
+if TYPE_CHECKING:
+    from edge.parts import Bridge, Switch
+
 _LOGGER = logging.getLogger(__name__)
+
+LOWLIGHT: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+"""The low-light options (`--lowlight`, `?lowlight=`, vision.lowlight) as `Pipeline.analyze(lowlight=…)`
+takes them: "auto" leaves the decision to the day/night rule, "on"/"off" force the branch."""
 
 FRAME_FULL_SCALE_LUX = 1000.0
 """Lux taken to give a white frame at a fixed exposure; auto-exposure makes any such figure rough."""
@@ -28,6 +36,26 @@ LDR_GAMMA = 0.7
 def luma_to_lux(luma: float) -> float:
     """Rough lux from a mean luma 0..255 (undo the sRGB curve, scale to FRAME_FULL_SCALE_LUX)."""
     return FRAME_FULL_SCALE_LUX * (max(0.0, min(255.0, luma)) / 255.0) ** 2.2
+
+
+def wants_night(lux: float, night: bool | None, night_lux: float, day_lux: float) -> bool:
+    """The one day/night rule: the mode a reading asks for, given the current mode (None = none yet).
+
+    Night below `night_lux`; once in night mode, day again only above `day_lux` (hysteresis).
+    """
+    return lux <= day_lux if night else lux < night_lux
+
+
+def frame_thresholds(config: LightConfig) -> tuple[float, float]:
+    """(night_lux, day_lux) for frame brightness: light.frame_night_luma / frame_day_luma as rough lux."""
+    return luma_to_lux(config.frame_night_luma), luma_to_lux(config.frame_day_luma)
+
+
+def frame_is_night(luma: float, config: LightConfig | None = None) -> bool:
+    """The rule for a frame seen alone, with no history and no sensor reading of its own (a photo, an
+    offloaded crop, a dataset image): its brightness as lux against the frame thresholds, as the
+    wearer loop's switch decides its first frame."""
+    return wants_night(luma_to_lux(luma), None, *frame_thresholds(config or LightConfig()))
 
 
 def ldr_value_to_lux(value: float, dark_lux: float = 1.0) -> float:
@@ -80,7 +108,7 @@ class FrameBrightness(LuxSource):
 class GpioLightSensor(LuxSource):
     """gpiozero `LightSensor` (LDR from 3V3 to the pin, capacitor from the pin to ground)."""
 
-    def __init__(self, pin: str, *, pin_factory: Any = None, dark_lux: float = 1.0) -> None:
+    def __init__(self, pin: str, *, pin_factory: object = None, dark_lux: float = 1.0) -> None:
         from gpiozero import LightSensor
 
         self.description = f"light sensor on {pin}"
@@ -105,7 +133,7 @@ class BridgeLightSensor(LuxSource):
     The bridge itself is owned (and closed) by whoever opened it.
     """
 
-    def __init__(self, bridge: Any) -> None:
+    def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
         self.description = f"lux sensor on the MCU ({bridge.port})"
         self._frame = FrameBrightness()
@@ -173,26 +201,26 @@ class DayNightSwitch:
         if lux is None:
             return self.night
         now = self._clock()
+        night = wants_night(lux, self._night, self.night_lux, self.day_lux)
         if self._night is None:
-            self._night, self._changed_at = lux < self.night_lux, now
+            self._night, self._changed_at = night, now
             _LOGGER.info("light: starting in %s mode (%.1f lux)", "night" if self._night else "day", lux)
             return self._night
-        wanted = lux > self.day_lux if self._night else lux < self.night_lux
-        if wanted and now - self._changed_at >= self.min_dwell_s:
+        if night != self._night and now - self._changed_at >= self.min_dwell_s:
             self._night, self._changed_at = not self._night, now
             _LOGGER.info("light: %s mode (%.1f lux)", "night" if self._night else "day", lux)
         return self._night
 
 
 def open_light(
-    config: LightConfig, *, real: bool, clock: Callable[[], float] = time.monotonic, bridge: Any = None
-) -> tuple[LuxSource, Any]:
+    config: LightConfig, *, real: bool, clock: Callable[[], float] = time.monotonic, bridge: Bridge | None = None
+) -> tuple[LuxSource, Switch]:
     """The configured lux source with its switch; the GPIO sensor falls back to frame brightness.
 
     "serial" needs the open `bridge` (edge.hw.bridge.Bridge); frame brightness stands in while its
     readings are stale.
     """
-    night, day = luma_to_lux(config.frame_night_luma), luma_to_lux(config.frame_day_luma)
+    night, day = frame_thresholds(config)
     if config.source == "serial" and bridge is not None:
         sensor = BridgeLightSensor(bridge)
         return sensor, FallbackSwitch(

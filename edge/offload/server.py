@@ -45,6 +45,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from edge import images
 from edge.errors import AudioError, ImageError
 from edge.config import LightConfig
+from edge.hw.light import LOWLIGHT
 from edge.results import FrameResult, too_dark
 from edge.offload.limits import Limits, RateLimiter
 from edge.offload.tokens import TokenStore
@@ -54,7 +55,6 @@ ACCESS_LOGGER = logging.getLogger("edge.offload.access")
 HTTP_LOGGER = logging.getLogger("edge.offload.http")
 """aiohttp's own connection-level messages (requests it cannot parse), through _NoRequestContent."""
 
-LOWLIGHT = {"auto": None, "on": True, "off": False}
 SPEECH = {"0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
 VERBOSITY = ("terse", "verbose")
 ALLOWED_FORMATS = ("JPEG", "PNG")
@@ -84,11 +84,11 @@ class Analyzer:
     """The pipelines, one per inference worker thread, and the optional voice on its own thread.
 
     `speech` is a warmed-or-warming edge.speech.tts.PhraseCache (the wearer loop's own cache class),
-    or None when the server runs without a voice. `light` (a LightConfig) holds the thresholds of the
-    one too-dark rule (edge.results.too_dark), so an image with no face is "too dark" or "no face"
-    as on the glasses."""
+    or None when the server runs without a voice. `light` (the config file's [light], as the pipelines
+    got it) holds the thresholds of the one too-dark rule (edge.results.too_dark), so an image with no
+    face is "too dark" or "no face" as on the glasses."""
 
-    def __init__(self, pipelines: Sequence[Any], speech: Any = None, light: Any = None) -> None:
+    def __init__(self, pipelines: Sequence[Any], speech: Any = None, light: LightConfig | None = None) -> None:
         if not pipelines:
             raise ValueError("Analyzer needs at least one pipeline")
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()

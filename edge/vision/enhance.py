@@ -20,7 +20,9 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from edge.config import LightConfig
 from edge.errors import ModelError
+from edge.hw.light import frame_is_night
 from edge.runtime import DEFAULT_BACKEND, Backend, open_model
 from edge.vision.expression import MODELS_DIR, load_sidecar, verified_file
 
@@ -37,9 +39,6 @@ same operations; a sidecar with another version is refused."""
 SMOOTHING = ((5, 1.0), (9, 2.5))
 """(kernel size, sigma) of the Gaussian blur behind each smoothing weight, in the order of the maps."""
 ENHANCER_KEYS = ("kind", "preprocessing", "inputs", "outputs", "files")
-
-DARK_BRIGHTNESS = 50.0
-"""Mean luma (0..255) below which `lowlight=None` (auto, no sensor) takes the night branch."""
 
 
 def brightness(frame: np.ndarray) -> float:
@@ -76,14 +75,18 @@ class Enhancer(Protocol):
     def close(self) -> None: ...
 
 
-def day_or_night(frame: np.ndarray, lowlight: bool | None, enhancer: Enhancer | None = None) -> tuple[np.ndarray, bool, float]:
+def day_or_night(
+    frame: np.ndarray, lowlight: bool | None, enhancer: Enhancer | None = None, light: LightConfig | None = None
+) -> tuple[np.ndarray, bool, float]:
     """(frame to analyse, night?, brightness): the pipeline's first stage, also applied to training faces.
 
-    lowlight True/False forces the branch (the light sensor's decision); None decides from brightness.
-    enhancer: the night branch's correction (None: the classical one).
+    lowlight True/False forces the branch (the wearer loop's day/night switch decided); None decides
+    from this frame's brightness with the one day/night rule (edge.hw.light.frame_is_night, the
+    thresholds of `light`, default LightConfig()). enhancer: the night branch's correction (None: the
+    classical one).
     """
     level = brightness(frame)
-    night = level < DARK_BRIGHTNESS if lowlight is None else bool(lowlight)
+    night = frame_is_night(level, light) if lowlight is None else bool(lowlight)
     if not night:
         return frame, night, level
     return (enhance_classical(frame) if enhancer is None else enhancer.enhance(frame)), night, level
