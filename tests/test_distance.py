@@ -126,7 +126,7 @@ class _FakePipeline:
         self.sizes.append(side)
         face = SimpleNamespace(box=(0, 0, side, side), label="happy" if side >= 41 else "sad",
                                fallback=False, aligned=True, unsure=side < 41)
-        return SimpleNamespace(faces=(face,))
+        return SimpleNamespace(faces=(face,), lowlight=False)
 
 
 def test_run_shares_evaluations_and_finds_the_reliable_distance(crop):
