@@ -183,7 +183,7 @@ def check_bridge(config: Any) -> tuple[Check, tuple[float | None, str]]:
     try:
         if not bridge.link.wait_connected(bridge_config.timeout_s + 1.0):
             reason = bridge.link.error or f"no answer from the MCU on {bridge.port}"
-            return (Check("serial bridge", FAIL, reason, "see the README section 'Bridge wiring'"),
+            return (Check("serial bridge", FAIL, reason, "see docs/hardware-and-wiring.md, 'Bridge wiring'"),
                     (None, "bridge down"))
         deadline = time.monotonic() + min(3.0, bridge_config.stale_s)
         while bridge.lux() is None and not bridge.sensor_problem and time.monotonic() < deadline:

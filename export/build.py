@@ -4,7 +4,7 @@ For each candidate — (a) landmark+HOG, (b) image, (c) fusion — this exports 
 checks them against PyTorch on 500 PublicTest faces (fails loudly), fits the temperature and the
 "unsure" threshold on our validation split, then evaluates the int8 file through the device
 pipeline on PublicTest, masked and unmasked. The best by masked accuracy is copied to models/ with
-its sidecar, the manifest and the model card.
+its sidecar, the manifest, the results files the model card is generated from (models/results/) and the card.
 """
 
 from __future__ import annotations
@@ -247,9 +247,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argparse.Namespace, training: dict[str, Any], test_x, masked_x, test_y) -> None:
-    """Copy the chosen candidate into models/ as expression.*, evaluate fp32 too, write manifest + card."""
+    """Copy the chosen candidate into models/ as expression.*, evaluate fp32 too, write manifest, results files + card."""
     from export import convert
-    from export.card import write_card
+    from export.card import save_results, write_card
     from export.evaluate import predict
     from export.metrics import plot_confusion, report
     from edge.pipeline import Pipeline
@@ -300,6 +300,7 @@ def ship(best: str, results: dict[str, Any], failed: dict[str, str], args: argpa
         }
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    # The results files the card is generated from (python -m export.card reads the same ones).
     summary = {k: {kk: vv for kk, vv in v.items() if kk != "sidecar"} for k, v in results.items()}
-    (args.work / "results.json").write_text(json.dumps({"best": best, "results": summary, "failed": failed, "fp32": fp32, "dark": dark, "training": training}, indent=2, default=str))
-    write_card(out / "MODEL_CARD.md", best, summary, failed, fp32, dark, training, spec)
+    save_results(out, best, summary, failed, fp32, dark, training)
+    write_card(out)

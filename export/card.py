@@ -1,41 +1,74 @@
-"""models/MODEL_CARD.md, written from measured results only (export/build.py)."""
+"""models/MODEL_CARD.md, generated from results files only: `python -m export.card` or `python -m export build`.
+
+The card reads, all committed: models/results/model_card.json (what `export build` measured), models/expression.json
+(the sidecar: files, temperature, "not sure" threshold), models/results/training_history.json (per-epoch log, linked
+from the card, not printed in it) and the distance results in docs/experiments/. The build writes the first
+and the last of its own through `save_results`, then `write_card`, so a build and a regeneration take one path.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Any
 
 from edge.results import LABELS
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+CARD = "MODEL_CARD.md"
+RESULTS = "results/model_card.json"
+HISTORY = "results/training_history.json"
+"""In a folder of their own, so the build's manifest (every .json beside the models) does not list them."""
+SIDECAR = "expression.json"
+DETECTION_RESULTS = REPO / "docs" / "experiments" / "2026-12-04-detection.json"
+"""`python -m export scene --json` at 1280×960 and 640×480 (docs/detection.md)."""
+READING_RESULTS = REPO / "docs" / "experiments" / "2026-12-04-distance.json"
+"""`python -m export distance --json`, unmasked and masked."""
+JOURNAL = "../docs/experiments/2026-12-01-model.md"
+"""Runs and variants of the expression model that did not ship, with their figures."""
+FOUND_PLOT = "distance_found.png"
+READING_PLOT = "distance_reading.png"
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f} %"
 
 
-REPO = Path(__file__).resolve().parents[1]
-DETECTION_RESULTS = REPO / "docs" / "experiments" / "2026-12-04-detection.json"
-"""`python -m export scene --json` at 1280×960 and 640×480 (docs/detection.md)."""
-READING_RESULTS = REPO / "docs" / "experiments" / "2026-12-04-distance.json"
-"""`python -m export distance --json`, unmasked and masked."""
-FOUND_PLOT = "distance_found.png"
-READING_PLOT = "distance_reading.png"
-SECTION_START, SECTION_END = "<!-- distance: python -m export.card -->", "<!-- /distance -->"
+def save_results(models_dir: Path, best: str, results: dict[str, Any], failed: dict[str, str], fp32: dict[str, Any],
+                 dark: dict[str, Any], training: dict[str, Any]) -> None:
+    """What the build measured → models_dir/results/model_card.json, the per-epoch history → training_history.json."""
+    from edge.files import write_atomic
+
+    (models_dir / RESULTS).parent.mkdir(parents=True, exist_ok=True)
+    history = training.get("history", [])
+    summary = {
+        "command": "python -m export build",
+        "best": best,
+        "results": results,
+        "failed": failed,
+        "fp32": fp32,
+        "dark": dark,
+        "training": {**{k: v for k, v in training.items() if k != "history"}, "epochs": len(history) or training.get("epochs")},
+    }
+    write_atomic(models_dir / RESULTS, (json.dumps(summary, indent=2, ensure_ascii=False, default=str) + "\n").encode("utf-8"))
+    log = {"columns": "epoch, training loss, validation accuracy of the fusion (c) / image (b) / landmark (a) heads on the clean, "
+                      "masked and dark views, seconds", "history": history}
+    write_atomic(models_dir / HISTORY, (json.dumps(log, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
 
 
 def distance_section() -> list[str]:
     """The card's "At a distance" section from the results files, or nothing when they are missing."""
-    import json
-
     if not (DETECTION_RESULTS.is_file() and READING_RESULTS.is_file()):
         return []
     detection = json.loads(DETECTION_RESULTS.read_text())["runs"]
     reading = json.loads(READING_RESULTS.read_text())["runs"]
     lines = [
-        SECTION_START,
         "## At a distance (faces 0.5–4 m away, 66° camera)",
         f"![found rate]({FOUND_PLOT}) ![accuracy]({READING_PLOT})",
         "",
-        "Finding (`python -m export scene`, real photos rendered at each distance, docs/detection.md), found % of the main face:",
+        "Finding (`python -m export scene`, real photos rendered at each distance, [docs/detection.md](../docs/detection.md)), found % of the main face:",
         "",
     ]
     for size, run in detection.items():
@@ -52,14 +85,12 @@ def distance_section() -> list[str]:
                           "|---" * (len(rows) + 2) + "|"]
             reliable = run["reliable_up_to"][condition][width]
             lines.append(f"| {condition}, {width} px | " + " | ".join(f"{100 * r['accuracy']:.1f}" for r in rows.values()) + f" | {reliable:g} m |")
-    lines += ["", "\"Reads reliably\": accuracy at least 0.9 × its value at 0.75 m. The glasses capture 1280×960.", SECTION_END, ""]
+    lines += ["", "\"Reads reliably\": accuracy at least 0.9 × its value at 0.75 m. The glasses capture 1280×960.", ""]
     return lines
 
 
 def plot_distance(models_dir: Path) -> None:
-    """The two plots of the section, from the results files."""
-    import json
-
+    """The two plots of the distance section, from the results files."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,29 +117,16 @@ def plot_distance(models_dir: Path) -> None:
     plot_reading(results, models_dir / READING_PLOT, "python -m export distance: PublicTest accuracy by distance (int8)")
 
 
-def refresh_distance_section(card: Path) -> None:
-    """Write the section into an existing card (in place of the old one, or before "## Limits")."""
-    from edge.files import write_atomic
-
-    text = card.read_text()
-    section = "\n".join(distance_section())
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        tail = rest.split(SECTION_END, 1)[1].lstrip("\n")
-        text = head + section + tail
-    else:
-        text = text.replace("## Limits, honestly", section + "## Limits, honestly", 1)
-    write_atomic(card, text.encode("utf-8"))
-
-
-def write_card(
-    path: Path, best: str, results: dict[str, Any], failed: dict[str, str], fp32: dict[str, Any], dark: dict[str, Any], training: dict[str, Any], spec: dict[str, Any]
-) -> None:
+def render(models_dir: Path = MODELS) -> str:
+    """The card's text from the results files in models_dir (and the distance results in docs/experiments/)."""
     from edge.runtime import DEFAULT_BACKEND
     from export.candidates import TITLES
 
+    measured = json.loads((models_dir / RESULTS).read_text())
+    spec = json.loads((models_dir / SIDECAR).read_text())
+    best, results, failed = measured["best"], measured["results"], measured.get("failed", {})
+    fp32, dark, training = measured["fp32"], measured.get("dark", {}), measured["training"]
     shipped = results[best]
-    history = training["history"]
     teachers = training.get("teachers") or []
     distilled = (
         [
@@ -122,8 +140,16 @@ def write_card(
     lines = [
         "# Model card — upper-face expression model (`models/expression.*`)",
         "",
-        "Generated by `python -m export build` from the training run's checkpoint; every number below was",
-        "measured by that command. Re-check any of them with `python -m export evaluate` (see bottom).",
+        f"Generated by `python -m export.card` from [{RESULTS}]({RESULTS}) (written by `python -m export build`, which",
+        "measures every number below), the sidecar [expression.json](expression.json) and the distance results in",
+        "docs/experiments/. Re-check any figure with `python -m export evaluate` (see the end).",
+        "",
+        "## Intended use",
+        "- On the glasses: tell a blind or visually impaired wearer, in a few words, the expression of the people in",
+        "  front of them, from the upper face (so it works over a medical mask), offline, nothing stored.",
+        "- Not for: deciding anything about a person (hiring, policing, health, lie detection), identifying anyone,",
+        "  or reading people who have not agreed to be looked at in a place where that matters. It reads a",
+        "  facial expression, not a feeling, and says \"not sure\" rather than guess.",
         "",
         "## What it is",
         f"- Shipped candidate: **{TITLES[best]}**, chosen by masked PublicTest accuracy of its int8 file.",
@@ -135,17 +161,21 @@ def write_card(
         f"  applies temperature {spec['temperature']} and says \"not sure\" below confidence {spec['unsure_threshold']}.",
         "- Test-time mirror averaging (face + its mirror image) on the device, as in evaluation.",
         "- Files: " + ", ".join("`%s` (%.0f KB)" % (e["file"], e["bytes"] / 1024) for e in spec["files"].values()) + ".",
-        "- Training data: FER2013 Training (research-use licence), FER+ votes (MIT) blended 30 % into the targets,",
+        f"- {training['epochs']} epochs, image branch width {training.get('width', 16)}, one-cycle AdamW; loss and validation accuracy",
+        f"  per epoch: [{HISTORY}]({HISTORY}).",
+        *distilled,
+        "",
+        "## Data",
+        "- Training: FER2013 Training (research-use licence), FER+ votes (MIT) blended 30 % into the targets,",
         "  each face drawn as its clean view (40 %), masked by our generator (export/masks.py, 40 %) or dark",
         "  (20 %: the masked or the clean face at 3–15 % light with shot/read noise, export/darken.py, then",
         "  the device's night branch and a mesh re-detected on the enhanced image), so half of all draws are",
         "  masked; mirrored with probability ½, small random shift/rotation/scale; √-inverse-frequency class weights.",
         "  A masked view is aligned on the mesh found on the *masked* image, as on the glasses (a mask moves",
-        "  the landmarks, and 22 % of masked Training faces lose their detection and are taken whole).",
-        "  Aligned on the clean face's mesh instead, the same network read 60 % on masked validation but",
-        "  52.6 % on masked PublicTest; with device-faithful alignment validation predicts PublicTest.",
-        f"- {len(history)} epochs, image branch width {training.get('width', 16)}, one-cycle AdamW.",
-        *distilled,
+        "  the landmarks, and 22 % of masked Training faces lose their detection and are taken whole), so",
+        f"  validation predicts PublicTest ([what the other alignment gave]({JOURNAL})).",
+        "- Validation (temperature, \"not sure\" threshold): our 10 % split of Training, never PublicTest.",
+        "- Test: FER2013 PublicTest (3,589 faces), unmasked, masked and dark, through the device pipeline.",
         "",
         f"## Accuracy on FER2013 PublicTest (3,589 faces), shipped int8 ({DEFAULT_BACKEND}) through the device pipeline",
         "",
@@ -167,9 +197,10 @@ def write_card(
         "applies the night branch to frames with mean luma < 50 — the learned low-light enhancer when",
         "models/enhancer.json loads, else the classical gamma/CLAHE correction. About 1 % of FER2013 faces are that",
         "dark in daylight too; all training views go through the same automatic branch (prepared data version 5).",
+        "Commands: `make evaluate`, or `python -m export evaluate --data FILE.npz --json [--lowlight auto|off]`.",
         "",
         *(["Low-light enhancer (issue #4) — what it is, PSNR/SSIM/speed vs TBEFN, SCI and gamma/CLAHE, dark accuracy: [ENHANCER_CARD.md](ENHANCER_CARD.md).", ""]
-          if (path.parent / "ENHANCER_CARD.md").is_file() else []),
+          if (models_dir / "ENHANCER_CARD.md").is_file() else []),
         "## The three candidates (same split, same run, same steps)",
         "",
         "Trained together in one run with one loss per head (deep supervision), so the comparison is like",
@@ -224,33 +255,39 @@ def write_card(
         "  (70 % synthetic vs 46 % on real masked subjects). Check on real masked faces before trusting it.",
         "- Anger/disgust and fear/surprise look alike above the nose; see the confusion matrix.",
         "- Trained on a 2-core CPU inside one session: a longer run would do better.",
-        "",
-        "## Training history (validation accuracy per epoch, fusion / image / landmark heads)",
-        "",
-        "| epoch | loss | val clean (c / b / a) | val masked (c / b / a) | val dark (c / b / a) | s |",
-        "|---|---|---|---|---|---|",
-    ]
-
-    def heads(r: dict | None) -> str:
-        return "—" if r is None else f"{r['fusion']:.3f} / {r['face']:.3f} / {r['landmarks']:.3f}"
-
-    for row in history:
-        lines.append(
-            f"| {row['epoch']} | {row['loss']} | {heads(row['val_clean'])} | {heads(row['val_masked'])} | {heads(row.get('val_dark'))} | {row['seconds']} |"
-        )
-    lines += [
+        f"- What was tried to close the gap to the bars, and did not ship: [the model journal]({JOURNAL}).",
         "",
         "## Reproduce",
         "```",
         "make train-setup && make train      # python -m export.train (checkpointed; --resume continues)",
-        "make build                          # python -m export build: export, parity, calibration, this card",
+        "make build                          # python -m export build: export, parity, calibration, results, this card",
         "make evaluate                       # python -m export evaluate … --json on PublicTest, unmasked and masked",
+        "python -m export.card [--plots]     # this card again from the committed results files",
         "```",
         "",
     ]
-    path.write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m export.card: the plots and the "At a distance" section of models/MODEL_CARD.md
-    plot_distance(REPO / "models")
-    refresh_distance_section(REPO / "models" / "MODEL_CARD.md")
+def write_card(models_dir: Path = MODELS) -> Path:
+    """models_dir/MODEL_CARD.md from the results files beside it."""
+    from edge.files import write_atomic
+
+    path = models_dir / CARD
+    write_atomic(path, render(models_dir).encode("utf-8"))
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export.card", description="models/MODEL_CARD.md from the committed results files")
+    parser.add_argument("--models", type=Path, default=MODELS, help="folder with results/, expression.json and the card")
+    parser.add_argument("--plots", action="store_true", help="also redraw the two distance plots (matplotlib)")
+    args = parser.parse_args(argv)
+    if args.plots:
+        plot_distance(args.models)
+    print(write_card(args.models))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

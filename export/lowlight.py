@@ -1,4 +1,4 @@
-"""`python -m export lowlight`: our enhancer against the anchors, measured here; writes models/ENHANCER_CARD.md.
+"""`python -m export lowlight`: our enhancer against the anchors, measured here; writes models/results/enhancer_card.json and the card.
 
 Methods: no enhancement, the classical gamma/CLAHE branch, TBEFN and SCI (rebuilt in export/anchors.py,
 weights read from ../shared/weights only when present) and ours (the shipped models/enhancer.json run
@@ -6,7 +6,7 @@ by the device code). For each: PSNR (BGR) and SSIM (luma) against the bright ori
 renderings of the benchmark photos of ../shared/data/faces (never trained on), CPU ms per 640×480
 frame, face detection on dark photos, and expression accuracy on dark masked PublicTest through the
 one pipeline (`export.evaluate.predict`) with each method as the night branch. Every figure in the
-card comes from the JSON this command writes (cache/enhancer/compare.json).
+card comes from the JSON this command writes (cache/enhancer/compare.json, merged into models/results/enhancer_card.json).
 """
 
 from __future__ import annotations
@@ -290,9 +290,10 @@ def main(args: argparse.Namespace) -> int:
         if measured:
             args.json_out.parent.mkdir(parents=True, exist_ok=True)
             args.json_out.write_text(json.dumps(results, indent=2))
-    from export.enhancer_card import write_card
+    from export.enhancer_card import save_results, write_card
 
     accuracy_files = sorted((args.json_out.parent / "accuracy").glob("*.json"))
     results["accuracy"] = {d["name"]: d for d in (json.loads(f.read_text()) for f in accuracy_files)}
-    write_card(args.card, results, args.enhancer)
+    save_results(args.card.parent, results)  # the committed results file the card is generated from
+    write_card(args.card.parent, args.enhancer, args.card)
     return 0

@@ -36,7 +36,7 @@ def tflite_interpreter_class() -> type:
     """The TFLite interpreter the glasses use: ai-edge-litert (tflite-runtime's successor).
 
     Only ai-edge-litert is accepted: tflite-runtime 2.14's int8 kernels round differently on aarch64
-    and x86_64 (see README, "ARM"), so a board that silently fell back to it would not give the answers
+    and x86_64 (docs/arm.md), so a board that silently fell back to it would not give the answers
     measured here. Export (export/convert.py) checks every TFLite file with this same class.
     """
     try:

@@ -1,0 +1,71 @@
+"""The model and enhancer cards are generated from committed results files (#19).
+
+Regenerating a card from models/results/ must give the committed card byte for byte, and the build's
+own path (save_results, then write_card) must give the same card and the same results file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from export import card, enhancer_card
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = ROOT / "models"
+
+
+def test_model_card_is_what_its_results_files_generate():
+    assert card.render(MODELS) == (MODELS / "MODEL_CARD.md").read_text(), "run `python -m export.card` and commit the card"
+
+
+def test_enhancer_card_is_what_its_results_file_generates():
+    assert enhancer_card.render(MODELS) == (MODELS / "ENHANCER_CARD.md").read_text(), "run `python -m export.enhancer_card`"
+
+
+def test_the_build_writes_the_results_files_the_card_is_generated_from(tmp_path: Path):
+    """export build calls save_results then write_card: fed what the build measured, it reproduces both."""
+    committed = json.loads((MODELS / card.RESULTS).read_text())
+    history = json.loads((MODELS / card.HISTORY).read_text())["history"]
+    for name in (card.SIDECAR, "ENHANCER_CARD.md"):
+        shutil.copy(MODELS / name, tmp_path / name)
+    training = {**committed["training"], "history": history}
+    card.save_results(tmp_path, committed["best"], committed["results"], committed["failed"], committed["fp32"],
+                      committed["dark"], training)
+    written = card.write_card(tmp_path)
+    assert written.read_text() == (MODELS / "MODEL_CARD.md").read_text()
+    saved = json.loads((tmp_path / card.RESULTS).read_text())
+    assert saved["training"]["epochs"] == len(history) == 48
+    assert {k: v for k, v in saved.items() if k != "command"} == {k: v for k, v in committed.items() if k not in ("command", "source")}
+    assert json.loads((tmp_path / card.HISTORY).read_text())["history"] == history
+
+
+def test_export_lowlight_writes_the_results_file_the_enhancer_card_is_generated_from(tmp_path: Path):
+    committed = json.loads((MODELS / enhancer_card.RESULTS).read_text())
+    for name in (enhancer_card.SIDECAR, "enhancer_sheet.png"):
+        shutil.copy(MODELS / name, tmp_path / name)
+    measured = {k: v for k, v in committed.items() if k not in ("command", "source")}
+    enhancer_card.save_results(tmp_path, measured)
+    assert enhancer_card.write_card(tmp_path).read_text() == (MODELS / "ENHANCER_CARD.md").read_text()
+
+
+def test_training_history_is_an_artifact_the_card_links_not_a_table_in_it():
+    text = (MODELS / "MODEL_CARD.md").read_text()
+    assert "| epoch |" not in text
+    assert f"]({card.HISTORY})" in text
+    history = json.loads((MODELS / card.HISTORY).read_text())["history"]
+    assert [row["epoch"] for row in history] == list(range(48))
+    assert history[-1]["val_masked"] == {"fusion": 0.559, "face": 0.538, "landmarks": 0.472}
+
+
+def test_a_new_measurement_changes_the_card(tmp_path: Path):
+    """The card follows its results file: a different masked accuracy shows up in it."""
+    shutil.copytree(MODELS / "results", tmp_path / "results")
+    for name in (card.SIDECAR,):
+        shutil.copy(MODELS / name, tmp_path / name)
+    results = json.loads((tmp_path / card.RESULTS).read_text())
+    results["results"]["fusion"]["int8"]["masked"]["accuracy"] = 0.6012
+    (tmp_path / card.RESULTS).write_text(json.dumps(results))
+    text = card.render(tmp_path)
+    assert "| masked | **60.1 %** |" in text and "56.2 %" not in text.split("## The three candidates")[0]
