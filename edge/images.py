@@ -35,9 +35,11 @@ def walk(paths: list[Path]) -> Iterator[Path]:
 
 
 def check_header(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
-                 formats: Sequence[str] = READ_FORMATS) -> tuple[str, int, int]:
+                 formats: Sequence[str] = READ_FORMATS, fix: str | None = None) -> tuple[str, int, int]:
     """(format, width, height) from the image header alone (Pillow reads no pixel data for it);
-    ImageError for an empty file, one that is not an image in `formats`, or one over `max_pixels`."""
+    ImageError for an empty file, one that is not an image in `formats`, or one over `max_pixels`
+    (`fix` says what to do then; by default, resize it below the limit)."""
+    fix = fix or f"resize it below {max_pixels / 1e6:g} MP"
     from PIL import Image, UnidentifiedImageError
 
     if not data:
@@ -48,11 +50,12 @@ def check_header(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
             with Image.open(io.BytesIO(data), formats=list(formats)) as image:
                 fmt, (width, height) = image.format, image.size
     except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: too large ({exc}); resize it below {max_pixels // 1_000_000} MP") from None
+        raise ImageError(f"{name}: too large ({exc}); {fix}") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise ImageError(f"{name}: not a readable image (corrupt, truncated or not {', '.join(formats)})") from None
+        kinds = " or ".join([", ".join(formats[:-1]), formats[-1]] if len(formats) > 1 else formats)
+        raise ImageError(f"{name}: not a readable image (corrupt, truncated or not {kinds})") from None
     if width * height > max_pixels:
-        raise ImageError(f"{name}: {width}×{height} is too large; resize it below {max_pixels // 1_000_000} MP")
+        raise ImageError(f"{name}: {width}×{height} is too large (over the {max_pixels:,} pixel limit); {fix}")
     return str(fmt), width, height
 
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import collections
-import io
 import itertools
 import json
 import logging
@@ -58,26 +57,9 @@ HTTP_LOGGER = logging.getLogger("edge.offload.http")
 SPEECH = {"0": False, "false": False, "no": False, "1": True, "true": True, "yes": True}
 VERBOSITY = ("terse", "verbose")
 ALLOWED_FORMATS = ("JPEG", "PNG")
+TOO_LARGE_FIX = "send the face crop (the glasses send ≤256 px) or a smaller frame"
 DEVICE = web.RequestKey("device", str)
 """The token's device name, set on the request by the guard."""
-
-
-def check_header(data: bytes, max_pixels: int) -> tuple[str, int, int]:
-    """(format, width, height) from the image header only; ImageError for anything not a sane JPEG/PNG."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not data:
-        raise ImageError("empty body: send the JPEG or PNG bytes as the request body")
-    try:
-        with Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS) as image:
-            fmt, (width, height) = image.format, image.size
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"image refused: {exc}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise ImageError("body is not a JPEG or PNG image") from None
-    if width * height > max_pixels:
-        raise ImageError(f"{fmt} {width}×{height} is over the {max_pixels:,} pixel limit: send the face crop (the glasses send ≤256 px) or a smaller frame")
-    return fmt, width, height
 
 
 class Analyzer:
@@ -281,7 +263,7 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
         try:
             async with asyncio.timeout(limits.timeout_s):
                 data = await request.read()
-                check_header(data, limits.max_pixels)
+                images.check_header(data, "body", limits.max_pixels, ALLOWED_FORMATS, fix=TOO_LARGE_FIX)
                 if in_flight[device] >= limits.max_per_device:
                     return _error(429, f"this device already has {limits.max_per_device} requests in flight; wait for their answers", {"Retry-After": "1"})
                 if analyzer.pending >= limits.max_queue:
