@@ -13,6 +13,8 @@ from edge.errors import ImageError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
 MAX_PIXELS = 40_000_000
 """Refuse anything larger (decompression bombs, panoramas): the glasses capture 1280×960."""
+DEMO_PORTRAIT = Path(__file__).resolve().parent / "data" / "grace_hopper.jpg"
+"""The demo face (public domain; source, licence and sha256 in edge/data/README.md)."""
 
 
 def walk(paths: list[Path]) -> Iterator[Path]:
@@ -50,3 +52,11 @@ def read(path: Path) -> np.ndarray:
     except OSError as exc:
         raise ImageError(f"{path}: cannot read ({exc.strerror})") from exc
     return decode(data, str(path))
+
+
+def demo_portrait() -> np.ndarray:
+    """The demo portrait, BGR 512×600: the face of the demo camera source, the bench scenes and the tests."""
+    try:
+        return read(DEMO_PORTRAIT)
+    except ImageError as exc:
+        raise ImageError(f"demo portrait {exc}: it ships with the code; restore it with `git checkout -- edge/data`") from exc

@@ -14,6 +14,7 @@ import pytest
 
 from edge import bench
 from edge.__main__ import main as edge_main
+from edge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "expression.json"
@@ -76,6 +77,13 @@ def test_plot_is_a_png_and_nothing_else_is_left(tmp_path):
     import matplotlib.image
 
     assert matplotlib.image.imread(str(target)).shape[:2] == (650, 900)
+
+
+def test_plot_without_matplotlib_is_one_line_naming_the_fix(tmp_path, no_matplotlib):
+    with pytest.raises(ConfigError, match=r"^--plot needs matplotlib .*requirements-dev\.txt") as caught:
+        bench.write_plot(_synthetic_result(), tmp_path / "latency.png")
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _stand_in_model(folder: Path) -> Path:

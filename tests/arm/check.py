@@ -6,7 +6,7 @@ Steps (each cached under cache/arm/ where it can be):
    tags the emulated pip accepts; a lock entry with no such wheel fails the check by name;
 3. `pip install --no-deps -r …` into the aarch64 venv, as `make setup` does on the Pi;
 4. under QEMU_CPU=cortex-a72 (Pi 4): import every edge/ module, `python -m edge analyze --json` on
-   matplotlib's grace_hopper.jpg, every shipped model (models/manifest.json) on a fixed set of faces
+   the demo portrait (edge/data/grace_hopper.jpg), every shipped model (models/manifest.json) on a fixed set of faces
    compared with this machine's run, and the tests that start no child Python.
 
 Emulated times are 30–300× a real Pi's: they are not performance numbers.
@@ -256,9 +256,9 @@ def check_imports(python: Path) -> dict:
 
 
 def grace_hopper() -> Path:
-    from matplotlib import cbook
+    from edge.images import DEMO_PORTRAIT
 
-    return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return DEMO_PORTRAIT
 
 
 def analyze(python: Path, image: Path, env: dict[str, str] | None, what: str) -> dict:
