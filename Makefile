@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TRAIN_STAMP := $(VENV)/.train-installed
 SHARED ?= ../shared
 
-.PHONY: setup train-setup run lint test check-config clean-venv masked-testset evaluate train build
+.PHONY: setup train-setup run lint test test-train check-config clean-venv masked-testset evaluate train build
 
 # Idempotent: (re)creates .venv only when the lock changed. Every package is pinned; --no-deps so
 # nothing unpinned (jax, opencv-contrib) is pulled in by mediapipe's declared dependencies.
@@ -41,6 +41,13 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The tests marked `train` (they skip under `make test`: no torch on the glasses): export to ONNX and
+# TFLite with parity, training steps, a GPU teacher's step, the test voice's generator. The imports go
+# first, so a broken install fails here instead of turning into skips. .ci/run calls it.
+test-train: $(TRAIN_STAMP)
+	$(PY) -c "import onnx, onnx2tf, tensorflow, torch"
+	$(PY) -m pytest -q -m train $(PYTEST_ARGS)
 
 # The Pi's install and the pipeline on aarch64 under qemu user-mode emulation (tests/arm/check.py):
 # the lock's aarch64 wheels, every shipped model vs this machine on 1,000 faces, the non-spawning
