@@ -6,14 +6,17 @@ STAMP := $(VENV)/.installed
 TRAIN_STAMP := $(VENV)/.train-installed
 SHARED ?= ../shared
 
-.PHONY: setup train-setup run test check-config clean-venv masked-testset evaluate train build
+.PHONY: setup train-setup run lint test test-train check-config clean-venv masked-testset evaluate train build
 
 # Idempotent: (re)creates .venv only when the lock changed. Every package is pinned; --no-deps so
 # nothing unpinned (jax, opencv-contrib) is pulled in by mediapipe's declared dependencies.
+# tools/pip_check.py fails on any declared dependency missing from the locks, but for the few it lists.
+# A venv that has the training extras gets their lock too, so the check sees the venv as it is.
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip check || true
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements.txt -r requirements-dev.txt \
+		$(if $(wildcard $(TRAIN_STAMP)),-r requirements-train.txt)
+	$(PY) tools/pip_check.py
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -21,6 +24,7 @@ setup: $(STAMP)
 # Workstation only: torch, onnx and the TFLite converter for training/export. Never on the glasses.
 $(TRAIN_STAMP): $(STAMP) requirements-train.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-train.txt
+	$(PY) tools/pip_check.py
 	touch $(TRAIN_STAMP)
 
 train-setup: $(TRAIN_STAMP)
@@ -32,8 +36,19 @@ RUN_ARGS ?= --presses 1
 run: $(STAMP)
 	$(PY) -m edge run $(RUN_ARGS) $(ARGS)
 
-test: $(STAMP)
+# ruff, with the rules in pyproject.toml (defects, not style); `make test` runs it first.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP) lint
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The tests marked `train` (they skip under `make test`: no torch on the glasses): export to ONNX and
+# TFLite with parity, training steps, a GPU teacher's step, the test voice's generator. The imports go
+# first, so a broken install fails here instead of turning into skips. .ci/run calls it.
+test-train: $(TRAIN_STAMP)
+	$(PY) -c "import onnx, onnx2tf, tensorflow, torch"
+	$(PY) -m pytest -q -m train $(PYTEST_ARGS)
 
 # The Pi's install and the pipeline on aarch64 under qemu user-mode emulation (tests/arm/check.py):
 # the lock's aarch64 wheels, every shipped model vs this machine on 1,000 faces, the non-spawning

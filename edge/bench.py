@@ -528,6 +528,9 @@ def _secs(value: float | None) -> str:
 def write_plot(result: BenchResult, path: Path) -> None:
     """Latency histograms as a PNG, written atomically (a half-written file is never left behind) as an
     ordinary file (644 under the usual umask: a plot is for sharing)."""
+    from edge.plotting import matplotlib_or_refuse
+
+    matplotlib_or_refuse("--plot")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -23,6 +23,8 @@ READ_FORMATS = ("JPEG", "PNG", "BMP", "WEBP", "TIFF", "PPM")
 MAX_PIXELS = 40_000_000
 """Refuse anything larger (decompression bombs, panoramas): the glasses capture 1280×960."""
 _REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+DEMO_PORTRAIT = Path(__file__).resolve().parent / "data" / "grace_hopper.jpg"
+"""The demo face (public domain; source, licence and sha256 in edge/data/README.md)."""
 
 
 def walk(paths: list[Path]) -> Iterator[Path]:
@@ -103,3 +105,11 @@ def read_scaled(path: Path, min_side: int = 0) -> tuple[np.ndarray, tuple[int, i
 
 def read(path: Path) -> np.ndarray:
     return read_scaled(path)[0]
+
+
+def demo_portrait() -> np.ndarray:
+    """The demo portrait, BGR 512×600: the face of the demo camera source, the bench scenes and the tests."""
+    try:
+        return read(DEMO_PORTRAIT)
+    except ImageError as exc:
+        raise ImageError(f"demo portrait {exc}: it ships with the code; restore it with `git checkout -- edge/data`") from exc

@@ -249,9 +249,9 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]],
 
 
 def plot(results: Mapping[str, Mapping[str, Mapping[str, Mapping[str, Any]]]], path: Path, title: str) -> None:
-    import matplotlib
+    from edge.plotting import matplotlib_or_refuse
 
-    matplotlib.use("Agg")
+    matplotlib_or_refuse("the distance plot")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
@@ -302,6 +302,10 @@ def main(args: argparse.Namespace) -> int:
     from export.scene import Camera, emit
 
     start = time.perf_counter()
+    if args.plot:
+        from edge.plotting import matplotlib_or_refuse
+
+        matplotlib_or_refuse("--plot")
     if any(d <= 0 for d in args.distances):
         raise ConfigError(f"--distances {args.distances}: every distance must be positive (metres)")
     if any(w < 64 for w in args.width):

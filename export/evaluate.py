@@ -109,6 +109,10 @@ def main(args: argparse.Namespace) -> int:
     from export.metrics import plot_confusion, report
 
     light = config_from_args(args).light
+    if args.plot:
+        from edge.plotting import matplotlib_or_refuse
+
+        matplotlib_or_refuse("--plot")  # before the run, not after it
     x, y = load_npz(args.data)
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]

@@ -222,11 +222,10 @@ def picture_sheet(
 
 def committed_sheet(enhancers: dict[str, Any], path: Path, seed: int) -> None:
     """The sheet for models/: the public-domain demo portrait at 3, 6 and 12 % light, every method."""
-    from matplotlib import cbook
-
+    from edge.images import DEMO_PORTRAIT
     from export.enhancer import frame_640x480
 
-    portrait = frame_640x480(Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    portrait = frame_640x480(DEMO_PORTRAIT)
     picture_sheet(enhancers, [portrait], [], path, seed, lights=(0.03, HEADLINE_LIGHT, 0.12))
 
 
@@ -282,7 +281,7 @@ def main(args: argparse.Namespace) -> int:
                 result = accuracy(enhancers[name], name, args.dark_masked_test, args.masked_test, args.limit, args.anchor_limit)
                 (accuracy_dir / f"{slug(name)}.json").write_text(json.dumps({"name": name, **result}, indent=2))
         if "sheet" not in args.skip:
-            # The committed sheet shows only a public-domain photo (matplotlib's Grace Hopper portrait); the
+            # The committed sheet shows only a public-domain photo (the demo portrait, edge/data/); the
             # benchmark photos and DICM scenes are third-party pictures, so their sheet stays in the cache.
             committed_sheet(enhancers, args.card.parent / "enhancer_sheet.png", args.seed)
             real = [frame_640x480(p) for p in sorted(args.photos.glob("dicm_*.jpg"))]

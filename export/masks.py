@@ -759,10 +759,10 @@ def facemesh_landmarks(image: np.ndarray) -> np.ndarray | None:
 
 
 def grace_hopper() -> tuple[np.ndarray, np.ndarray]:
-    """matplotlib's public-domain sample portrait (BGR) and its FaceMesh landmarks."""
-    import matplotlib.cbook
+    """The public-domain demo portrait (BGR, edge/data/grace_hopper.jpg) and its FaceMesh landmarks."""
+    from edge.images import demo_portrait
 
-    image = cv2.imread(str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
+    image = demo_portrait()
     landmarks = facemesh_landmarks(image)
     if landmarks is None:
         raise EdgeError("FaceMesh found no face in grace_hopper.jpg")

@@ -1,4 +1,5 @@
-"""Classification metrics and the confusion-matrix picture (numpy + matplotlib only: runs on the device env)."""
+"""Classification metrics (numpy only: runs in the device env) and the confusion-matrix picture (matplotlib,
+from requirements-dev.txt, imported only for the picture)."""
 
 from __future__ import annotations
 
@@ -45,9 +46,9 @@ def report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
 
 
 def plot_confusion(cm: np.ndarray | list, path: Path, title: str) -> None:
-    import matplotlib
+    from edge.plotting import matplotlib_or_refuse
 
-    matplotlib.use("Agg")
+    matplotlib_or_refuse("the confusion-matrix picture")
     import matplotlib.pyplot as plt
 
     cm = np.asarray(cm, dtype=np.float64)

@@ -1,12 +1,14 @@
-"""Shared fixtures: real photos that ship with our dependencies (no ../shared needed)."""
+"""Shared fixtures: the real photo that ships with the project (no ../shared needed)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
+
+from edge.images import demo_portrait
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -15,12 +17,15 @@ MODEL_SIDECAR = ROOT / "models" / "expression.json"
 
 @pytest.fixture(scope="session")
 def grace_hopper() -> np.ndarray:
-    """matplotlib's bundled public-domain portrait of Grace Hopper (BGR)."""
-    from matplotlib import cbook
+    """The demo portrait of Grace Hopper (BGR), public domain, shipped in edge/data/."""
+    return demo_portrait()
 
-    image = cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)))
-    assert image is not None
-    return image
+
+@pytest.fixture
+def no_matplotlib(monkeypatch):
+    """As on the glasses, whose lock has no matplotlib: any `import matplotlib…` raises ImportError."""
+    for name in [n for n in sys.modules if n == "matplotlib" or n.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import pytest
 
 from edge import bench
 from edge.__main__ import main as edge_main
+from edge.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_MODEL = ROOT / "models" / "expression.json"
@@ -101,6 +102,13 @@ def test_write_atomic_sets_an_explicit_mode_exactly(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "secret").stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["secret"]
+
+
+def test_plot_without_matplotlib_is_one_line_naming_the_fix(tmp_path, no_matplotlib):
+    with pytest.raises(ConfigError, match=r"^--plot needs matplotlib .*requirements-dev\.txt") as caught:
+        bench.write_plot(_synthetic_result(), tmp_path / "latency.png")
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def _stand_in_model(folder: Path) -> Path:

@@ -12,7 +12,6 @@ import threading
 import time
 import tty
 import types
-from pathlib import Path
 
 import pytest
 

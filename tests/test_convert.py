@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.train
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -149,7 +150,7 @@ def test_tflite_fp32_and_int8_run_on_device_runtime(model, onnx_files, tmp_path)
     json.dumps(infos)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.int8.tflite", "tiny.tflite"]
 
-    for key, info in infos.items():
+    for info in infos.values():
         assert info["sha256"] == convert.sha256_file(Path(info["path"]))
         assert info["interface"] == "float32"
         image, landmarks = info["inputs"]

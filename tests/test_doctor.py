@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import edge.cli_doctor as doctor
-from edge.cli_doctor import FAIL, OK, Host, run_checks
+from edge.cli_doctor import FAIL, OK, Host
 from edge.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -138,3 +138,15 @@ def test_evaluate_runs_without_the_training_extras(tmp_path):
     assert "--lowlight" in proc.stdout
     proc = subprocess.run([sys.executable, "-c", code.replace("'evaluate'", "'enhancer'")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "make train-setup" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["evaluate", "distance"])
+def test_plot_without_matplotlib_is_refused_before_the_run(tmp_path, no_matplotlib, capsys, command):
+    """Not after minutes of evaluation: the missing data file is not even looked at."""
+    from export.__main__ import main as export_main
+
+    code = export_main([command, "--data", str(tmp_path / "missing.npz"), "--plot", str(tmp_path / "plot.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: --plot needs matplotlib") and "requirements-dev.txt" in err
+    assert list(tmp_path.iterdir()) == []

@@ -40,7 +40,7 @@ def samples(grace_hopper) -> list[upperface.UpperFaceSample]:
     out = []
     h, w = grace_hopper.shape[:2]
     with FaceMesh(threads=1) as mesh:
-        for i in range(40):
+        for _ in range(40):
             m = cv2.getRotationMatrix2D((w / 2 + rng.uniform(-20, 20), h / 2), rng.uniform(-15, 15), rng.uniform(0.6, 1.1))
             img = cv2.warpAffine(grace_hopper, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
             img = cv2.convertScaleAbs(img, alpha=rng.uniform(0.6, 1.3), beta=rng.uniform(-30, 30))

@@ -21,7 +21,7 @@ import pytest
 
 import edge.app as app_module
 import edge.cli_run as cli_run
-from edge.app import App, Parts, State
+from edge.app import App, Parts
 from edge.config import Config, load_config
 from edge.hw.camera import Camera
 from edge.hw.light import open_light

@@ -166,6 +166,7 @@ def test_rate_and_volume_ranges() -> None:
         PhraseCache(CountingVoice(PiperTTS(VOICE)), volume=1.5)
 
 
+@pytest.mark.train
 def test_committed_test_voice_matches_its_generator() -> None:
     pytest.importorskip("onnx", reason="onnx (requirements-train.txt) builds the test voice")
     spec = importlib.util.spec_from_file_location("make_test_voice", REPO / "tools" / "make_test_voice.py")

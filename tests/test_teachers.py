@@ -100,6 +100,7 @@ def test_choose_archs_keeps_the_longest_prefix_that_fits() -> None:
     assert chosen == ("wrn",)  # nothing fits: the first alone
 
 
+@pytest.mark.train
 def test_one_teacher_trains_and_predicts_every_view(tmp_path) -> None:
     pytest.importorskip("torch")
     from export.teachers import train_one

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.train
 torch = pytest.importorskip("torch")
 
 from export.dataset import Prepared  # noqa: E402

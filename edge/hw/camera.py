@@ -158,7 +158,7 @@ def _version(path: Path) -> tuple:
 
 
 class DemoReader:
-    """Grace Hopper (matplotlib's bundled public-domain sample), shifted a little every frame."""
+    """Grace Hopper (the public-domain portrait in edge/data/), shifted a little every frame."""
 
     paced = False
     description = "demo face (grace_hopper.jpg)"
@@ -183,7 +183,7 @@ SCENE_FOV_DEG = 66.0
 SCENE_FACE_M = 0.15
 """Width of the demo portrait's face (its mesh box, cheek to cheek with the ears' roots) in metres."""
 SCENE_FACE_PX = 188
-"""That width in pixels in matplotlib's grace_hopper.jpg (the mesh box found on it)."""
+"""That width in pixels in edge/data/grace_hopper.jpg (the mesh box found on it)."""
 SCENE_HOLD = 30
 """Frames each scene is held before the next: about two seconds at 15 fps, a glance."""
 
@@ -241,13 +241,13 @@ def _people(backdrop: np.ndarray, portrait: np.ndarray, people: list[tuple[float
 
 
 def _portrait() -> np.ndarray:
-    from matplotlib import cbook
+    from edge.images import demo_portrait
+    from edge.errors import ImageError
 
-    path = cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise CameraError(f"demo source: cannot read {path} (matplotlib sample data missing?)")
-    return image
+    try:
+        return demo_portrait()
+    except ImageError as exc:
+        raise CameraError(f"demo source: {exc}") from exc
 
 
 def demo_image(width: int, height: int) -> np.ndarray:

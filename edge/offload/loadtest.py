@@ -4,8 +4,8 @@
         --count 400 --concurrency 4                # closed loop: the most the server can answer
     python -m edge.offload.loadtest ... --count 300 --arrival-rate 20   # open loop: glasses pressing at random
 
-By default each request carries what the glasses send: the JPEG face crop of matplotlib's Grace
-Hopper portrait, cut exactly as the client cuts it (`--full` sends the whole image instead). It
+By default each request carries what the glasses send: the JPEG face crop of the demo portrait
+(edge/data/grace_hopper.jpg), cut exactly as the client cuts it (`--full` sends the whole image instead). It
 stops by itself after `--count` requests; it is a measuring tool, not a stress tool.
 
 Closed loop (`--concurrency N`): N requests always in flight, so requests/s is the server's
@@ -36,9 +36,9 @@ def payload(image_path: Path | None, full: bool) -> bytes:
     from edge.pipeline import Pipeline
 
     if image_path is None:
-        from matplotlib import cbook
+        from edge.images import DEMO_PORTRAIT
 
-        image_path = Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+        image_path = DEMO_PORTRAIT
     data = image_path.read_bytes()
     if full:
         return data
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arrival-rate", type=float, default=None, help="open loop instead: start this many requests per second at random (Poisson) times")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the open-loop arrival times (default %(default)s)")
     parser.add_argument("--server-pid", type=int, default=None, help="pid of a local `edge serve`: also report its CPU time per request")
-    parser.add_argument("--image", type=Path, default=None, help="image to send (default: matplotlib's grace_hopper.jpg)")
+    parser.add_argument("--image", type=Path, default=None, help="image to send (default: the demo portrait, edge/data/grace_hopper.jpg)")
     parser.add_argument("--full", action="store_true", help="send the whole image, not the face crop the glasses send")
     args = parser.parse_args(argv)
     if args.count < 1 or args.concurrency < 1 or (args.arrival_rate is not None and args.arrival_rate <= 0):
