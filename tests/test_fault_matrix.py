@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pty
-import shutil
 import signal
 import socket
 import threading
