@@ -76,6 +76,10 @@ def main(args: argparse.Namespace) -> int:
         source=str(args.source), frames=frames, duration_s=args.duration, warmup=args.warmup,
         presses=args.presses, compare_mediapipe=args.compare_mediapipe,
     )
+    if args.plot is not None:
+        from edge.plotting import matplotlib_or_refuse
+
+        matplotlib_or_refuse("--plot")  # before a minute of measuring, not after it
     result = bench.run(config, options, t_bench=t_bench)
     report = result.to_json()
     if args.plot is not None:

@@ -207,7 +207,7 @@ def render(models_dir: Path = MODELS, sidecar: Path | None = None) -> str:
         lines += [
             "## Picture sheet",
             "",
-            "Rows: matplotlib's public-domain Grace Hopper portrait at 3, 6 and 12 % light (the benchmark photos and",
+            "Rows: the public-domain Grace Hopper portrait (edge/data/grace_hopper.jpg) at 3, 6 and 12 % light (the benchmark photos and",
             "the DICM real dim scenes are third-party pictures: `python -m export lowlight` writes their sheet to",
             "cache/enhancer/enhancer_sheet_local.png, never to models/).",
             "Columns: dark input, each method, the original.",

@@ -197,3 +197,14 @@ def test_without_espeak_the_bench_speaks_with_the_tone_voice_from_edge(monkeypat
     assert voice == bench.TEST_VOICE and voice.is_file() and speech.sink == "null:"
     assert ROOT / "edge" in voice.resolve().parents  # shipped with the package, not read from tests/
     assert len(PiperTTS(voice).synthesize_clip("ready").samples) > 0
+
+
+def test_bench_plot_without_matplotlib_is_refused_before_the_measurement(tmp_path, no_matplotlib, monkeypatch):
+    import edge.__main__ as entry
+
+    def never(*args, **kwargs):
+        raise AssertionError("the bench ran although its plot could not be written")
+
+    monkeypatch.setattr(bench, "run", never)
+    assert entry.main(["bench", "--frames", "5", "--plot", str(tmp_path / "lat.png")]) == 2
+    assert list(tmp_path.iterdir()) == []
