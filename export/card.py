@@ -89,6 +89,44 @@ def distance_section() -> list[str]:
     return lines
 
 
+def saliency_section(models_dir: Path) -> list[str]:
+    """The card's "Where the model looks" section from results/saliency.json (`python -m export saliency`), or nothing without it."""
+    path = models_dir / "results" / "saliency.json"
+    if not path.is_file():
+        return []
+    s = json.loads(path.read_text())
+    method, data, mass, area = s["method"], s["data"], s["mass"], s["area"]
+    masked_ratio = mass["masked"]["mask"] / max(area["masked"]["mask"], 1e-9)
+    lines = [
+        "## Where the model looks (occlusion sensitivity)",
+        "![occlusion sensitivity, unmasked and masked faces per class](saliency_sheet.png)",
+        "",
+        f"`{s['command']}` ([export/saliency.py](../export/saliency.py)). No Grad-CAM: the torch checkpoint is not shipped, so",
+        f"{method['name']} on `{s['model']}`: a square of {method['patch_px']} px in the face's mean grey slides over the aligned",
+        f"48×48 face in {method['stride_px']}-px steps; each pixel's heat (scaled per face on the sheet) is the mean drop of the read class's probability while it",
+        "is covered. Both inputs come from the occluded face (the image, and the landmark branch's HOG recomputed by the",
+        "device's own function); the landmarks stay where the mesh found them; mirror averaging as on the glasses. Faces:",
+        f"per class, PublicTest faces in a seeded order (seed {data['seed']}), kept when found and read right both unmasked and",
+        f"masked; {data['show']} per class drawn, {data['per_class']} per class measured ({s['n']} faces). Share of the positive occlusion",
+        "mass (mean over faces) against the region's share of the face:",
+        "",
+        "| faces | on the mask region (nose and below) | on eyes and brows | elsewhere |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {c} | {_pct(mass[c]['mask'])} (area {_pct(area[c]['mask'])}) | {_pct(mass[c]['eyes_brows'])} (area "
+              f"{_pct(area[c]['eyes_brows'])}) | {_pct(mass[c]['other'])} (area {_pct(area[c]['other'])}) |" for c in mass]
+    lines += ["", "| class | on the mask, unmasked | on the mask, masked | on eyes and brows, unmasked | on eyes and brows, masked |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {name} | {_pct(m['unmasked']['mask'])} | {_pct(m['masked']['mask'])} | {_pct(m['unmasked']['eyes_brows'])} | "
+              f"{_pct(m['masked']['eyes_brows'])} |" for name, m in s["mass_by_class"].items()]
+    verdict = "less of the mass than its share of the face: the model reads the eyes and brows, not the mask" if masked_ratio < 1 else \
+        "at least its share of the face: the model looks at the mask"
+    mouth = max(s["mass_by_class"], key=lambda name: s["mass_by_class"][name]["unmasked"]["mask"])
+    lines += ["", f"On masked faces the mask draws {verdict} ({masked_ratio:.2f} × its area share). Unmasked, the lower face",
+              f"counts most for {mouth} ({_pct(s['mass_by_class'][mouth]['unmasked']['mask'])} of the mass).", ""]
+    return lines
+
+
 def plot_distance(models_dir: Path) -> None:
     """The two plots of the distance section, from the results files."""
     import matplotlib
@@ -234,6 +272,7 @@ def render(models_dir: Path = MODELS) -> str:
         "![confusion matrix, masked](confusion_masked.png)",
         "![confusion matrix, unmasked](confusion_unmasked.png)",
         "",
+        *saliency_section(models_dir),
         "## Export parity (500 PublicTest faces through the device's alignment, half masked; vs PyTorch)",
         "",
         "| file | top-1 agreement | max score difference |",

@@ -30,6 +30,8 @@ def test_the_build_writes_the_results_files_the_card_is_generated_from(tmp_path:
     history = json.loads((MODELS / card.HISTORY).read_text())["history"]
     for name in (card.SIDECAR, "ENHANCER_CARD.md"):
         shutil.copy(MODELS / name, tmp_path / name)
+    (tmp_path / "results").mkdir()
+    shutil.copy(MODELS / "results" / "saliency.json", tmp_path / "results")  # `export saliency`'s, beside the build's
     training = {**committed["training"], "history": history}
     card.save_results(tmp_path, committed["best"], committed["results"], committed["failed"], committed["fp32"],
                       committed["dark"], training)
