@@ -107,7 +107,9 @@ def saliency_section(models_dir: Path) -> list[str]:
         "is covered. Both inputs come from the occluded face (the image, and the landmark branch's HOG recomputed by the",
         "device's own function); the landmarks stay where the mesh found them; mirror averaging as on the glasses. Faces:",
         f"per class, PublicTest faces in a seeded order (seed {data['seed']}), kept when found and read right both unmasked and",
-        f"masked; {data['show']} per class drawn, {data['per_class']} per class measured ({s['n']} faces). Share of the positive occlusion",
+        f"masked; {data['per_class']} per class measured ({s['n']} faces); the sheet shows "
+        + (f"{data['show']} per class." if data["show"] else "their mean (face and map) per class, so no dataset face is committed.")
+        + " Share of the positive occlusion",
         "mass (mean over faces) against the region's share of the face:",
         "",
         "| faces | on the mask region (nose and below) | on eyes and brows | elsewhere |",

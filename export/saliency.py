@@ -184,8 +184,24 @@ def summary(rows: list[dict]) -> dict[str, dict[str, dict[str, float]]]:
     }
 
 
+def class_mean(faces: list[dict]) -> dict[str, dict]:
+    """One entry per condition for a class: the mean of its aligned faces, of their heat maps (each scaled
+    to its own largest drop first), of the read probability and of the region shares; the mask where at
+    least half of the faces have it. No single person's face is left in it."""
+    out = {}
+    for condition in CONDITIONS:
+        rows = [f[condition] for f in faces]
+        heats = [np.clip(r["heat"], 0, None) / max(float(np.clip(r["heat"], 0, None).max()), 1e-9) for r in rows]
+        out[condition] = {"face": np.mean([r["face"] for r in rows], axis=0), "heat": np.mean(heats, axis=0),
+                          "mask": np.mean([r["mask"] for r in rows], axis=0) >= 0.5, "p": float(np.mean([r["p"] for r in rows])),
+                          "shares": {k: float(np.mean([r["shares"][k] for r in rows])) for k in REGIONS}}
+    return out
+
+
 def plot_sheet(measured: dict[int, list[dict]], show: int, path: Path, title: str) -> None:
     """Rows = classes; per face, the unmasked and the masked aligned face with the heat map over it, the mask outlined.
+    show = 0: one column pair per class, the class mean (`class_mean`) - the sheet that is committed, since
+    it shows no dataset face.
 
     Each map is scaled to its own largest drop and drawn more opaque where it is higher; the PNG is
     quantised to 128 colours to stay small."""
@@ -197,13 +213,24 @@ def plot_sheet(measured: dict[int, list[dict]], show: int, path: Path, title: st
 
     from edge.files import write_atomic
 
-    cols = 2 * show
-    fig, axes = plt.subplots(len(LABELS), cols, figsize=(1.15 * cols + 0.3, 1.3 * len(LABELS) + 0.6), dpi=80, squeeze=False)
     colours = plt.get_cmap("jet")
+    if show == 0:  # the class means: a row per condition, a column per class
+        fig, grid = plt.subplots(len(CONDITIONS), len(LABELS), figsize=(1.15 * len(LABELS) + 0.3, 1.45 * len(CONDITIONS) + 0.7),
+                                 dpi=80, squeeze=False)
+        cells = {(label, 0, c): grid[c][label] for label in measured for c in range(len(CONDITIONS))}
+        measured = {label: [class_mean(faces)] for label, faces in measured.items() if faces}
+        show = 1
+        for label in range(len(LABELS)):
+            grid[0][label].set_title(LABELS[label], fontsize=8, pad=12)
+    else:
+        fig, grid = plt.subplots(len(LABELS), 2 * show, figsize=(2.3 * show + 0.3, 1.3 * len(LABELS) + 0.6), dpi=80, squeeze=False)
+        cells = {(label, j, c): grid[label][2 * j + c] for label in measured for j in range(show) for c in range(len(CONDITIONS))}
+        for label in measured:
+            grid[label][0].set_ylabel(LABELS[label], fontsize=8)
     for label, faces in measured.items():
         for j in range(show):
             for c, condition in enumerate(CONDITIONS):
-                ax = axes[label][2 * j + c]
+                ax = cells[(label, j, c)]
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j >= len(faces):
@@ -217,8 +244,8 @@ def plot_sheet(measured: dict[int, list[dict]], show: int, path: Path, title: st
                 ax.imshow(m["face"], cmap="gray", vmin=0, vmax=255)
                 ax.imshow(overlay, interpolation="bilinear")
                 ax.contour(m["mask"].astype(float), levels=[0.5], colors="white", linewidths=0.6)
-                ax.set_title(f"{condition} {m['p']:.2f}, mask {100 * m['shares']['mask']:.0f}%", fontsize=6, pad=2)
-        axes[label][0].set_ylabel(LABELS[label], fontsize=8)
+                ax.text(0.5, 1.02, f"{condition} {m['p']:.2f}, mask {100 * m['shares']['mask']:.0f}%", fontsize=6,
+                        ha="center", va="bottom", transform=ax.transAxes)
     fig.suptitle(title, fontsize=7)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 0.97))
     buffer = io.BytesIO()
@@ -238,7 +265,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="its masked twin, same order (default %(default)s; `make masked-testset` builds it)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the sheet, PNG (default models/saliency_sheet.png)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="the figures, JSON (default models/results/saliency.json)")
-    parser.add_argument("--show", type=int, default=3, help="faces per class on the sheet (default %(default)s)")
+    parser.add_argument("--show", type=int, default=0,
+                        help="faces per class on the sheet; 0 (default): the mean of the measured faces, so the sheet shows no "
+                             "dataset face and can be committed (FER2013 stays in ../shared)")
     parser.add_argument("--per-class", type=int, default=20, help="faces per class measured for the mass shares (default %(default)s)")
     parser.add_argument("--seed", type=int, default=20, help="order in which each class's faces are visited (default %(default)s)")
     parser.add_argument("--patch", type=int, default=PATCH, help="occluding square, px of the 48×48 face (default %(default)s)")
@@ -255,8 +284,9 @@ def main(args: argparse.Namespace) -> int:
     from edge.vision.faces import FaceMesh
     from export.evaluate import load_npz
 
-    if args.show < 1 or args.per_class < args.show:
-        raise EdgeError(f"--show {args.show}, --per-class {args.per_class}: need 1 ≤ show ≤ per-class (the sheet's faces are measured faces)")
+    if args.show < 0 or args.per_class < max(args.show, 1):
+        raise EdgeError(f"--show {args.show}, --per-class {args.per_class}: need 0 ≤ show ≤ per-class and per-class ≥ 1 "
+                        f"(the sheet's faces are measured faces)")
     check_square(args.patch, args.stride)
     x, y = load_npz(args.data)
     if not args.masked_data.is_file():
@@ -281,8 +311,10 @@ def main(args: argparse.Namespace) -> int:
     per_face_s = (time.perf_counter() - found) / max(2 * n, 1)
     shares = summary([f for faces in measured.values() for f in faces])
     command = f"python -m export saliency --out {args.out} --per-class {args.per_class} --show {args.show} --seed {args.seed}"
-    plot_sheet(measured, args.show, args.out, f"Where {model_file} looks: drop of the read class's probability under a {args.patch}-px grey square\n"
-                                               "(number: that probability, and the share of the drop on the mask); white line: the mask, on unmasked faces where it would be")
+    what = f"the mean of {args.per_class} faces per class" if args.show == 0 else f"{args.show} faces per class"
+    plot_sheet(measured, args.show, args.out, f"Where {model_file} looks, {what}: the drop of the read class's probability under a\n"
+                                               f"{args.patch}-px grey square (numbers: that probability, and the share of the drop on the mask);\n"
+                                               "white line: the mask (on unmasked faces, where it would be)")
     result = {
         "command": command,
         "model": model_file,

@@ -165,3 +165,22 @@ def test_the_card_says_so_when_the_model_looks_at_the_mask(tmp_path: Path):
     text = "\n".join(card.saliency_section(tmp_path))
     assert "the model looks at the mask (1.47 × its area share)" in text and "| masked | 50.0 % (area 34.0 %)" in text
     assert card.saliency_section(tmp_path / "nothing") == []
+
+
+def test_the_default_sheet_draws_class_means_so_no_dataset_face_is_committed():
+    from export.saliency import REGIONS, class_mean
+
+    def entry(value: float, peak: float, masked_rows: int) -> dict:
+        heat = np.zeros((48, 48))
+        heat[10, 10] = peak
+        mask = np.zeros((48, 48), bool)
+        mask[48 - masked_rows:] = True
+        return {"face": np.full((48, 48), value), "heat": heat, "mask": mask, "p": value / 100,
+                "shares": dict.fromkeys(REGIONS, value / 300)}
+
+    faces = [{c: entry(v, peak, rows) for c in ("unmasked", "masked")} for v, peak, rows in ((40.0, 0.2, 20), (80.0, 0.8, 10), (60.0, 0.5, 16))]
+    mean = class_mean(faces)["masked"]
+    assert np.all(mean["face"] == 60.0)  # not any one face
+    assert mean["heat"][10, 10] == pytest.approx(1.0)  # each map scaled to its own largest drop before the mean
+    assert mean["mask"].sum(axis=0)[0] == 16  # the rows at least two of the three faces have
+    assert mean["p"] == pytest.approx(0.6)
