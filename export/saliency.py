@@ -296,7 +296,6 @@ def main(args: argparse.Namespace) -> int:
     if masked.shape != x.shape or not np.array_equal(masked_y, y):
         raise EdgeError(f"{args.masked_data} is not the masked twin of {args.data} (shapes {masked.shape} vs {x.shape} or labels differ): "
                         f"rebuild it with `python -m export mask --data {args.data} --out {args.masked_data}`")
-    start = time.perf_counter()
     threads = args.threads or default_threads()
     with FaceMesh(threads=threads, max_faces=2) as mesh:
         model = ExpressionModel(args.model or DEFAULT_SIDECAR, backend="onnx", threads=threads, precision=args.precision)
