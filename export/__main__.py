@@ -17,6 +17,7 @@ COMMANDS = {
     "lowlight": ("export.lowlight", "compare the low-light enhancer with TBEFN, SCI, gamma/CLAHE and none; write models/ENHANCER_CARD.md"),
     "scene": ("export.scene", "found rate of the main face at 0.5-4 m: real photos rendered through a camera model, day/masked/dark, through the device pipeline"),
     "distance": ("export.distance", "expression accuracy against face size: PublicTest faces degraded to 0.5-4 m through a camera model, unmasked/masked, through the device pipeline"),
+    "lightcurve": ("export.lightcurve", "accuracy, share answered and accuracy when answered over light level (2-200 photo-electrons per mid-tone pixel) through a camera model; --calibrate fits the readability rule on Training faces"),
     "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),
 }
 
