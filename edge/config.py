@@ -98,6 +98,16 @@ class LightConfig:
     too_noisy: float = field(default=11.5, metadata=_min(0.0))
     """With no face found and a frame noisier than this (noise estimate in grey levels, see
     docs/detection.md), say "too dark": at full gain a camera gives bright frames that are mostly noise."""
+    readable_noise: float = field(default=4.3, metadata=_min(0.0))
+    """A face noisier than this (FaceResult.noise: the aligned upper face, grey levels) needs more
+    confidence than the model's own "not sure" threshold for its label to be spoken (edge.results.reading).
+    The three reading thresholds were fitted by `python -m export lightcurve --calibrate` on 800 FER2013
+    Training faces (half masked) through the camera model at 2–1000 e⁻ (docs/experiments/2026-12-04-light-curve.md)."""
+    unsure_per_noise: float = field(default=0.06, metadata=_min(0.0))
+    """How much the "not sure" threshold rises per grey level of noise above readable_noise."""
+    unreadable_noise: float = field(default=10.4, metadata=_min(0.0))
+    """Above this noise no label is right often enough: the face is "not sure", and a frame with no
+    readable face is "too dark"."""
 
     def __post_init__(self) -> None:
         if self.day_lux <= self.night_lux:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge.config import LightConfig
-from edge.results import FaceResult, FrameResult, Position
+from edge.results import FaceResult, FrameResult, Position, reading
 from edge.runtime import DEFAULT_BACKEND, default_threads
 from edge.vision.enhance import DEFAULT_ENHANCER, Enhancer, day_or_night, load_enhancer, noise_level
 from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
@@ -141,17 +141,22 @@ class Pipeline:
         results = []
         for i, expr in enumerate(expressions):
             face = faces[i] if i < len(faces) else None
+            box = face.box_in(w, h) if face is not None else (0, 0, w, h)
+            noise = noise_level(samples[i].upper, step=1)  # how readable the upper face is, at the model's own scale
+            unsure, readable = reading(expr.confidence, noise, self.expression.unsure_threshold, self.light)
             results.append(
                 FaceResult(
-                    box=face.box_in(w, h) if face is not None else (0, 0, w, h),
+                    box=box,
                     label=expr.label,
                     confidence=expr.confidence,
-                    unsure=expr.unsure,
+                    unsure=unsure,
                     scores=expr.scores,
                     position=position_of(face, w, h),
                     fallback=face is None or face.fallback,
                     aligned=face is not None,
                     track_id=face.track_id if face is not None else 0,
+                    noise=noise,
+                    readable=readable,
                 )
             )
         noise = noise_level(raw) if not results else 0.0  # only "no face" needs to know whether a face could be seen

@@ -43,6 +43,12 @@ class FaceResult:
     track_id: int = 0
     """The same number for the same person from frame to frame while the face is followed (video,
     continuous mode); 0 for a whole-image fallback."""
+    noise: float = 0.0
+    """Noise estimate (enhance.noise_level, every pixel) of the aligned 48×48 upper face the model read:
+    how readable the face is, what `reading` decides "not sure" and "too dark" on."""
+    readable: bool = True
+    """False when the face is too noisy for any label to be right often enough (`reading`): then
+    `unsure` too, and a frame with no readable face is "too dark"."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -55,6 +61,8 @@ class FaceResult:
             "position": self.position.to_json(),
             "fallback": self.fallback,
             "aligned": self.aligned,
+            "noise": round(self.noise, 2),
+            "readable": self.readable,
         }
 
 
@@ -95,7 +103,23 @@ class FrameResult:
 
 
 def too_dark(result: FrameResult, too_dark_luma: float, too_noisy: float) -> bool:
-    """The one rule for "too dark" rather than "no face": nothing was found and the frame is too dark
-    (mean luma under `too_dark_luma`) or too noisy (noise_level over `too_noisy`, a camera that turned
-    its gain all the way up) for a face in it to have been found (light.too_dark_luma / light.too_noisy)."""
-    return not result.faces and (result.brightness < too_dark_luma or result.noise > too_noisy)
+    """The one rule for "too dark": faces were found but none is readable (`reading`), or nothing was
+    found and the frame is too dark (mean luma under `too_dark_luma`) or too noisy (noise_level over
+    `too_noisy`, a camera that turned its gain all the way up) for a face in it to have been found
+    (light.too_dark_luma / light.too_noisy) — rather than "no face"."""
+    if result.faces:
+        return not any(f.readable for f in result.faces)
+    return result.brightness < too_dark_luma or result.noise > too_noisy
+
+
+def reading(confidence: float, noise: float, unsure_threshold: float, light: Any) -> tuple[bool, bool]:
+    """(unsure, readable) for one face: the one rule for "not sure" and "too dark" at every light level.
+
+    The model's own "not sure" threshold (its sidecar's) holds up to `light.readable_noise`; above it the
+    threshold rises by `light.unsure_per_noise` per grey level of noise, so that a spoken label stays right
+    about as often in the dark as by day; above `light.unreadable_noise` no label is spoken ("too dark").
+    The noise level is that of the face's box (FaceResult.noise); thresholds and provenance: LightConfig."""
+    if noise > light.unreadable_noise:
+        return True, False
+    threshold = unsure_threshold + light.unsure_per_noise * max(0.0, noise - light.readable_noise)
+    return confidence < threshold, True

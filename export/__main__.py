@@ -18,6 +18,7 @@ COMMANDS = {
     "scene": ("export.scene", "found rate of the main face at 0.5-4 m: real photos rendered through a camera model, day/masked/dark, through the device pipeline"),
     "distance": ("export.distance", "expression accuracy against face size: PublicTest faces degraded to 0.5-4 m through a camera model, unmasked/masked, through the device pipeline"),
     "saliency": ("export.saliency", "where the shipped model looks: occlusion-sensitivity sheet of PublicTest faces, unmasked and masked, and the share on the mask"),
+    "lightcurve": ("export.lightcurve", "accuracy, share answered and accuracy when answered over light level (2-200 photo-electrons per mid-tone pixel) through a camera model; --calibrate fits the readability rule on Training faces"),
     "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),
 }
 

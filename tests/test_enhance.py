@@ -146,3 +146,22 @@ def test_no_sensor_frame_brightness_switch_does_not_flap_around_its_threshold():
         modes.append(switch.update(source.read()))
     assert naive > 100
     assert sum(a != b for a, b in zip(modes, modes[1:])) <= 1
+
+
+def test_the_camera_keeps_the_midtone_and_gets_noisier_as_the_light_falls(grace_hopper):
+    import cv2
+
+    from edge.vision.enhance import noise_level
+    from export.darken import camera_parameters, render_camera
+
+    small = cv2.resize(grace_hopper, (160, 200), interpolation=cv2.INTER_AREA)
+    frames = {e: render_camera(small, e, np.random.default_rng(0)) for e in (200.0, 20.0, 5.0, 2.0)}
+    for e, frame in frames.items():
+        assert frame.shape == small.shape and frame.dtype == np.uint8
+        assert abs(brightness(frame) - brightness(small)) < 20, e  # auto-exposure: noisy, not dark
+    noise = [noise_level(frames[e]) for e in (200.0, 20.0, 5.0, 2.0)]
+    assert noise == sorted(noise) and noise[-1] > 2 * noise[0]
+    assert np.array_equal(render_camera(small, 5.0, np.random.default_rng(1)), render_camera(small, 5.0, np.random.default_rng(1)))
+    slow, fast = camera_parameters(2.0), camera_parameters(200.0)
+    assert slow["exposure_s"] > fast["exposure_s"] and slow["analog_gain"] > fast["analog_gain"] == 1.0
+    assert render_camera(small[:, :, 0], 50.0, np.random.default_rng(0)).shape == small.shape  # grey in, colour camera out

@@ -66,7 +66,7 @@ def test_no_face_and_too_dark() -> None:
     assert describe(frame()) == "no face"
     assert describe(frame(), too_dark=True) == "too dark"
     assert describe(frame(), "verbose") == "no face"
-    assert describe(frame(face("sad")), too_dark=True) == "looks sad"
+    assert describe(frame(face("sad")), too_dark=True) == "too dark"  # faces found, none readable (results.too_dark)
 
 
 def test_one_face_terse_wording() -> None:

@@ -475,3 +475,39 @@ def test_boxes_of_a_reduced_frame_are_given_in_the_image_pixels():
     scaled = result.in_image((1751, 1251), (7001, 5001))
     assert scaled.faces[0].box == (40, 80, 120, 160)
     assert scaled.faces[1].box == (0, 0, 7001, 5001)  # the whole frame is the whole image, not 4 px past it
+
+
+def test_reading_keeps_the_models_threshold_by_day_and_asks_more_or_says_too_dark_in_the_dark():
+    import dataclasses
+
+    from edge.config import LightConfig
+    from edge.results import FaceResult, FrameResult, Position, reading, too_dark
+
+    light = LightConfig()
+    day, dim = light.readable_noise - 1.0, light.readable_noise + 3.0
+    assert reading(0.56, day, 0.55, light) == (False, True)  # the sidecar threshold alone
+    assert reading(0.54, day, 0.55, light) == (True, True)
+    assert reading(0.56, dim, 0.55, light) == (True, True)  # same confidence, noisier face: not sure
+    assert reading(0.99, light.unreadable_noise + 0.1, 0.55, light) == (True, False)
+    face = FaceResult(box=(0, 0, 48, 48), label="happy", confidence=0.99, unsure=True, scores={},
+                      position=Position(12, 1.0, 0.5), fallback=False, readable=False)
+    frame = FrameResult(faces=(face,), lowlight=False, brightness=120.0)
+    assert too_dark(frame, 12.0, 11.5)  # a face was found, but nothing in it can be read
+    readable = dataclasses.replace(frame, faces=(face, dataclasses.replace(face, readable=True)))
+    assert not too_dark(readable, 12.0, 11.5)
+
+
+def test_a_small_face_at_two_electrons_is_too_dark_and_by_day_the_models_own_threshold(grace_hopper):
+    from edge.pipeline import Pipeline
+    from edge.results import too_dark
+    from tests.conftest import MODEL_SIDECAR
+    from export.darken import render_camera
+
+    small = cv2.resize(grace_hopper, (96, 120), interpolation=cv2.INTER_AREA)  # her face about 48 px wide
+    with Pipeline(model=MODEL_SIDECAR, threads=1) as pipeline:
+        by_day = pipeline.analyze(small, lowlight=False, assume_face=True).faces[0]
+        assert by_day.readable and by_day.noise < pipeline.light.readable_noise
+        assert by_day.unsure == (by_day.confidence < pipeline.expression.unsure_threshold)
+        dark = [pipeline.analyze(render_camera(small, 2.0, np.random.default_rng(seed)), lowlight=None, assume_face=True)
+                for seed in range(3)]
+    assert all(too_dark(r, 12.0, 11.5) and not any(f.readable for f in r.faces) for r in dark)

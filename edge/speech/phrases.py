@@ -147,8 +147,10 @@ def describe(result: FrameResult, verbosity: Verbosity = "terse", too_dark: bool
     """
     _check_verbosity(verbosity)
     faces = sorted(result.faces, key=lambda f: f.position.x)
+    if too_dark:  # edge.results.too_dark: nothing readable, whether or not a face was found
+        return TOO_DARK
     if not faces:
-        return TOO_DARK if too_dark else NO_FACE
+        return NO_FACE
     if len(faces) == 1:
         return face_phrase(faces[0], verbosity)
     separator = FACE_SEPARATOR if verbosity == "terse" else ITEM_SEPARATOR

@@ -52,13 +52,14 @@ def brightness(frame: np.ndarray) -> float:
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
-def noise_level(frame: np.ndarray) -> float:
+def noise_level(frame: np.ndarray, step: int = 2) -> float:
     """Sensor-noise estimate in grey levels (Immerkær's Laplacian-difference estimator) on every other
     pixel of every other row: a camera's denoise and JPEG smooth the noise over neighbouring pixels,
     which the estimator would miss at full resolution. Daylight frames measure about 1–10, a camera at
-    full gain with a few photo-electrons per pixel 12 and above (docs/detection.md)."""
+    full gain with a few photo-electrons per pixel 12 and above (docs/detection.md). step=1: every
+    pixel, for the 48×48 aligned face the model reads (its scale is the model's, not the camera's)."""
     gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-    sub = np.ascontiguousarray(gray[::2, ::2], dtype=np.float32)
+    sub = np.ascontiguousarray(gray[::step, ::step], dtype=np.float32)
     if min(sub.shape) < 3:
         return 0.0
     residual = cv2.filter2D(sub, -1, _NOISE_KERNEL)[1:-1, 1:-1]
