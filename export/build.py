@@ -50,6 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--candidates", nargs="+", default=list(INPUTS), choices=list(INPUTS))
 
 
+def update_manifest(models: Path, names: list[str]) -> None:
+    """Add or refresh the manifest entries for `names` only; everyone else's entries stay as they are
+    (the enhancer's build, a recalibrated sidecar: export/classes.py). Torch-free, unlike export/enhancer.py."""
+    from edge.files import sha256_file, write_atomic
+
+    path = models / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {"models": {}}
+    for name in names:
+        f = models / name
+        manifest.setdefault("models", {})[name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    manifest["models"] = dict(sorted(manifest["models"].items()))
+    write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """Temperature minimising validation NLL (a 1-D search is enough for one parameter)."""
     best, best_nll = 1.0, np.inf
