@@ -86,6 +86,22 @@ def unsure_threshold(probs: np.ndarray, y: np.ndarray, precision: float) -> tupl
     return 0.99, float(right[conf >= 0.99].mean()) if (conf >= 0.99).any() else 0.0, float((conf >= 0.99).mean())
 
 
+def calibrate_class_set(probs: np.ndarray, y: np.ndarray, classes: int, calibrated_on: str) -> dict[str, Any]:
+    """The "not sure" threshold of a class set (edge.results.CLASS_SETS) from [N, 7] FER2013 probabilities and
+    FER2013 labels, by the 7-class rule (unsure_threshold at ANSWERED_PRECISION), with what it gives and its provenance."""
+    from edge.results import class_index
+    from edge.vision.expression import merge_classes
+
+    threshold, precision, share = unsure_threshold(merge_classes(probs, classes), np.asarray(class_index(classes))[y], ANSWERED_PRECISION)
+    return {
+        "unsure_threshold": threshold,
+        "answered_precision": round(precision, 4),
+        "answered_share": round(share, 4),
+        "rule": f"lowest confidence at which answers are right >= {ANSWERED_PRECISION:.0%}",
+        "calibrated_on": calibrated_on,
+    }
+
+
 def ece(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
     conf, right = probs.max(axis=1), probs.argmax(axis=1) == y
     edges = np.linspace(0, 1, bins + 1)
@@ -109,7 +125,6 @@ def main(args: argparse.Namespace) -> int:
 
     from edge.vision.upperface import PREPROCESSING_VERSION, sample_or_whole
     from export import convert
-    from export.classes import calibrate as calibrate_classes
     from export.dataset import prepare, usable_landmarks
     from export.evaluate import load_npz, predict
     from export.landmarks import cached_landmarks
@@ -203,8 +218,8 @@ def main(args: argparse.Namespace) -> int:
         val_probs = softmax(val_logits / temperature)
         masked_probs = val_probs[len(val_idx) :]
         threshold, answered_precision, answered_share = unsure_threshold(masked_probs, data.y[val_idx], ANSWERED_PRECISION)
-        five = calibrate_classes(masked_probs, data.y[val_idx], 5, f"masked views (and mirrors) of our validation split of FER2013 "
-                                 f"Training ({len(val_idx):,} faces, never PublicTest), PyTorch, `python -m export build`")
+        five = calibrate_class_set(masked_probs, data.y[val_idx], 5, f"masked views (and mirrors) of our validation split of FER2013 "
+                                   f"Training ({len(val_idx):,} faces, never PublicTest), PyTorch, `python -m export build`")
 
         files = {}
         for variant, path, info in (

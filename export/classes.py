@@ -25,6 +25,7 @@ import numpy as np
 from edge.files import write_atomic
 from edge.hw.light import LOWLIGHT
 from edge.results import class_index, labels_for
+from export.build import calibrate_class_set, update_manifest
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -37,22 +38,6 @@ TEST_SETS = {
     "masked, dark (6 % light)": ("cache/publictest_masked_dark6.npz", "auto"),
 }
 """name → (npz, --lowlight): the sets the model card reports, relative to the repository root."""
-
-
-def calibrate(probs: np.ndarray, y: np.ndarray, classes: int, calibrated_on: str) -> dict[str, Any]:
-    """The "not sure" threshold of a class set from [N, 7] FER2013 probabilities and FER2013 labels, by the
-    7-class rule (export.build.unsure_threshold at ANSWERED_PRECISION), with what it gives and where it came from."""
-    from edge.vision.expression import merge_classes
-    from export.build import ANSWERED_PRECISION, unsure_threshold
-
-    threshold, precision, share = unsure_threshold(merge_classes(probs, classes), np.asarray(class_index(classes))[y], ANSWERED_PRECISION)
-    return {
-        "unsure_threshold": threshold,
-        "answered_precision": round(precision, 4),
-        "answered_share": round(share, 4),
-        "rule": f"lowest confidence at which answers are right >= {ANSWERED_PRECISION:.0%}",
-        "calibrated_on": calibrated_on,
-    }
 
 
 def validation_probs(model: Any, faces: np.ndarray, mirrored: np.ndarray, features: np.ndarray, mirrored_features: np.ndarray) -> np.ndarray:
@@ -75,7 +60,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from edge.pipeline import Pipeline
     from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
-    from export.build import update_manifest
     from export.dataset import prepare
     from export.evaluate import load_npz, predict
     from export.metrics import report
@@ -93,7 +77,7 @@ def main(args: argparse.Namespace) -> int:
     del data  # 1.6 GB of prepared views, not needed for the test sets
     source = (f"masked views (and mirrors) of our validation split of FER2013 Training ({len(val):,} faces, never PublicTest), "
               f"{variant} file through the device runtime, `{COMMAND}`")
-    calibration = {str(c): calibrate(probs, y_val, c, source) for c in (7, 5)}
+    calibration = {str(c): calibrate_class_set(probs, y_val, c, source) for c in (7, 5)}
     spec = json.loads(sidecar.read_text())
     _LOGGER.info("7 classes: threshold %.2f by this rule (sidecar: %.2f); 5 classes: %.2f, answering %.1f %% at %.1f %% right",
                  calibration["7"]["unsure_threshold"], spec["unsure_threshold"], calibration["5"]["unsure_threshold"],

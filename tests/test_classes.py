@@ -139,7 +139,7 @@ def test_analyze_with_five_classes_prints_five_labels(tmp_path: Path, grace_hopp
 def test_calibration_fits_the_merged_confidence_by_the_seven_class_rule():
     """Faces torn between fear and surprise: 7 classes must call them "not sure" to stay 75 % right; merged,
     they are confident and right, so the 5-class threshold answers them."""
-    from export.classes import calibrate
+    from export.build import calibrate_class_set as calibrate
 
     rng = np.random.default_rng(0)
     n = 400
