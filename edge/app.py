@@ -253,7 +253,7 @@ class App:
             for supervisor in supervisors:
                 if not supervisor.first_attempt.wait(_FIRST_OPEN_TIMEOUT_S):
                     _LOGGER.warning("%s: still opening after %.0f s; starting anyway", supervisor.name, _FIRST_OPEN_TIMEOUT_S)
-            self._to_warm.extend(all_phrases(self.config.speech.verbosity))  # warmed while idle
+            self._to_warm.extend(all_phrases(self.config.speech.verbosity, self.config.vision.classes))  # warmed while idle
             for _ in range(presses):
                 self.press()
             self._set_state(State.READY)
@@ -522,7 +522,7 @@ def open_core(config: Config) -> Iterator[Parts]:
         if config.offload.enabled:
             from edge.offload.client import OffloadingPipeline
 
-            pipeline = stack.enter_context(OffloadingPipeline.from_config(pipeline, config.offload))
+            pipeline = stack.enter_context(OffloadingPipeline.from_config(pipeline, config.offload, config.vision.classes))
         speech = stack.enter_context(open_speech(config))
         yield Parts(pipeline=pipeline, cache=speech.cache, sink=speech.sink, earcon=speech.earcon)
 

@@ -393,7 +393,7 @@ def started_app(
 
                     raise EdgeError("bench: the app did not become ready within 60 s (see the log above)")
                 t_ready = time.time()
-                phrases = list(all_phrases(config.speech.verbosity))
+                phrases = list(all_phrases(config.speech.verbosity, config.vision.classes))
                 _wait_until(lambda: all(p in parts.cache for p in phrases), _WARM_TIMEOUT_S, "warming the phrase cache")
                 t_warm = time.time()
                 result.voice = parts.cache.voice.voice_id

@@ -19,7 +19,7 @@ _LOGGER = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files or folders of images")
-    add_config_arguments(parser)  # [light]: the day/night rule's thresholds for --lowlight auto
+    add_config_arguments(parser)  # [light]: the day/night rule's thresholds for --lowlight auto; vision.classes: 7 or 5 labels
     parser.add_argument("--json", action="store_true", help="one JSON object per image on stdout (JSON Lines)")
     parser.add_argument("--lowlight", choices=tuple(LOWLIGHT), default="auto", help="night branch: decide from brightness (light.frame_night_luma), always, never")
     parser.add_argument("--model", type=Path, default=None, help="expression model sidecar JSON (default: models/expression.json)")
@@ -44,10 +44,10 @@ def main(args: argparse.Namespace) -> int:
     from edge.vision.expression import DEFAULT_SIDECAR
 
     failures = 0
-    light = config_from_args(args).light
+    config = config_from_args(args)
     with Pipeline(
         model=args.model or DEFAULT_SIDECAR, backend=args.backend, threads=args.threads, max_faces=args.max_faces, precision=args.precision,
-        light=light,
+        light=config.light, classes=config.vision.classes,
     ) as pipeline:
         for path in images.walk(args.paths):
             try:

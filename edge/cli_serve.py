@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = """\
 API (every request but /healthz needs `Authorization: Bearer TOKEN`):
-  POST /v1/analyze[?lowlight=auto|on|off&speech=0|1&verbosity=terse|verbose]
+  POST /v1/analyze[?lowlight=auto|on|off&classes=7|5&speech=0|1&verbosity=terse|verbose]
        body: one JPEG or PNG (a face crop from the glasses, or a frame)
        -> the JSON of `python -m edge analyze --json` without "path"; with speech=1 also
           "speech": {"text", "format": "audio/wav", "sample_rate", "duration_s", "wav_base64"}
@@ -145,7 +145,7 @@ def main(args: argparse.Namespace) -> int:
             speech = PhraseCache(voice, rate=args.speech_rate)
         analyzer = Analyzer(pipelines, speech=speech, light=light)
         stack.callback(analyzer.close)
-        analyzer.warm_speech(all_phrases("verbose"))  # before listening: /healthz "ok" means warm
+        analyzer.warm_speech(all_phrases("verbose", classes=None))  # before listening: /healthz "ok" means warm; either class set
         _LOGGER.info("%d device token(s) from %s", len(tokens.hashes), tokens.path)
         asyncio.run(serve(make_app(analyzer, tokens, limits), args.host, args.port, ssl_context, idle_timeout_s=limits.idle_timeout_s))
     return 0

@@ -135,6 +135,10 @@ class VisionConfig:
     """Most faces read per frame (nearest first), at most 32: each costs a landmark pass and a reading."""
     lowlight: str = field(default="auto", metadata=_choices("auto", "on", "off"))
     """Low-light branch: "auto" follows the day/night switch, "on"/"off" force it."""
+    classes: int = field(default=7, metadata=_choices(7, 5))
+    """Expressions told apart: 7 (angry, disgusted, worried, happy, sad, surprised, calm) or 5, which merges what
+    the upper face barely separates (angry + disgust → "looks annoyed", fear + surprise → "looks startled"): about
+    10 points more faces answered instead of "not sure", right as often (figures: models/MODEL_CARD.md)."""
 
     @property
     def model_path(self) -> Path:

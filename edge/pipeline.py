@@ -89,13 +89,15 @@ class Pipeline:
         enhancer: Enhancer | Path | str | None = DEFAULT_ENHANCER,
         providers: Sequence[str] | None = None,
         light: LightConfig | None = None,
+        classes: int = 7,
     ) -> None:
         self.light = light or LightConfig()
         """Thresholds of the day/night rule when `analyze` is left to decide (lowlight=None)."""
         threads = threads or default_threads()
         self.mesh = FaceMesh(threads=threads, max_faces=max_faces)
         try:
-            self.expression = ExpressionModel(model, backend=backend, threads=threads, precision=precision, providers=providers)
+            self.expression = ExpressionModel(model, backend=backend, threads=threads, precision=precision, providers=providers,
+                                              classes=classes)
         except Exception:
             self.mesh.close()
             raise
@@ -108,8 +110,9 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, vision: Any, light: LightConfig | None = None) -> "Pipeline":
-        """Build from a VisionConfig-like object (model, backend, threads, max_faces) and the [light] section."""
-        return cls(model=vision.model_path, backend=vision.backend, threads=vision.threads, max_faces=vision.max_faces, light=light)
+        """Build from a VisionConfig-like object (model, backend, threads, max_faces, classes) and the [light] section."""
+        return cls(model=vision.model_path, backend=vision.backend, threads=vision.threads, max_faces=vision.max_faces, light=light,
+                   classes=vision.classes)
 
     def analyze(
         self,
@@ -117,6 +120,7 @@ class Pipeline:
         lowlight: bool | None = False,
         track: bool = False,
         assume_face: bool = False,
+        classes: int | None = None,
     ) -> FrameResult:
         """Faces and expressions in one BGR (or gray) frame.
 
@@ -124,6 +128,7 @@ class Pipeline:
         one day/night rule (edge.hw.light.frame_is_night, `self.light`'s thresholds).
         track: reuse the previous frame's landmarks (video); False for unrelated photos.
         assume_face: the image is known to be one face (dataset crops) — never return no face.
+        classes: the class set to answer in (7 or 5; the offload server takes the client's); None = the pipeline's own.
         """
         timings: dict[str, float] = {}
         start = time.perf_counter()
@@ -134,7 +139,7 @@ class Pipeline:
         samples = face_samples(frame, faces, assume_face, timings)
 
         start = time.perf_counter()
-        expressions = self.expression.predict(samples)
+        expressions = self.expression.predict(samples, classes)
         timings["classify"] = (time.perf_counter() - start) * 1e3
 
         h, w = frame.shape[:2]

@@ -7,7 +7,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-"""FER2013 label order; every model and every output uses it."""
+"""FER2013 label order: every model's output and every dataset's labels use it."""
+
+CLASS_SETS: dict[int, dict[str, tuple[str, ...]]] = {
+    7: {name: (name,) for name in LABELS},
+    5: {
+        "angry_disgust": ("angry", "disgust"),
+        "fear_surprise": ("fear", "surprise"),
+        "happy": ("happy",),
+        "sad": ("sad",),
+        "neutral": ("neutral",),
+    },
+}
+"""What the glasses report (vision.classes): each label and the FER2013 labels whose probabilities it sums.
+Above the nose anger and disgust, fear and surprise look alike (the model confuses them), so the 5-class
+set says only what the upper face can tell apart; the model itself always gives the 7 FER2013 scores."""
+
+
+def labels_for(classes: int) -> tuple[str, ...]:
+    """The labels of one class set, in its order: LABELS for 7."""
+    return tuple(CLASS_SETS[classes])
+
+
+def class_index(classes: int) -> tuple[int, ...]:
+    """For each FER2013 label (LABELS order), the index of the label that holds it in the class set."""
+    groups = list(CLASS_SETS[classes].values())
+    return tuple(next(i for i, members in enumerate(groups) if name in members) for name in LABELS)
 
 
 @dataclass(frozen=True)

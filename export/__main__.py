@@ -13,6 +13,7 @@ COMMANDS = {
     "evaluate": ("export.evaluate", "accuracy of the shipped model through the device pipeline on an npz"),
     "mask": ("export.cli_mask", "write a copy of an npz with every face masked by our generator"),
     "darken": ("export.darken", "write a dark rendering of an npz (linear-light scaling, shot + read noise, 8-bit)"),
+    "classes": ("export.classes", "the 5-class set (vision.classes = 5): calibrate its \"not sure\" threshold on validation, measure it beside 7 classes"),
     "build": ("export.build", "export the trained checkpoint to ONNX/TFLite fp32+int8, check parity, write models/"),
     "lowlight": ("export.lowlight", "compare the low-light enhancer with TBEFN, SCI, gamma/CLAHE and none; write models/ENHANCER_CARD.md"),
     "scene": ("export.scene", "found rate of the main face at 0.5-4 m: real photos rendered through a camera model, day/masked/dark, through the device pipeline"),

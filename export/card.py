@@ -155,6 +155,41 @@ def light_section() -> list[str]:
     return lines
 
 
+def five_classes_section() -> list[str]:
+    """The card's "Five classes" section from models/results/five_classes.json (`python -m export classes`), or nothing."""
+    path = MODELS / "results" / "five_classes.json"
+    if not path.is_file():
+        return []
+    five = json.loads(path.read_text())
+    seven, merged = five["calibration"]["7"], five["calibration"]["5"]
+    lines = [
+        "## Five classes (`vision.classes = 5`)",
+        "",
+        "Above the nose anger and disgust, fear and surprise look alike, so the glasses can tell five expressions",
+        "apart instead of seven: the same model, its probabilities summed into angry + disgust (said \"looks annoyed\")",
+        "and fear + surprise (\"looks startled\"); happy, sad and neutral (\"looks calm\") stay. The merged confidence",
+        f"has its own \"not sure\" threshold, {merged['unsure_threshold']}, fitted by the 7-class rule on the masked validation",
+        f"faces ({_pct(merged['answered_share'])} answered there, {_pct(merged['answered_precision'])} of them right; the same rule on the same",
+        f"faces gives the shipped {seven['unsure_threshold']} for 7 classes). Both class sets measured in one run ({five['model']}),",
+        "so the 7-class rows may differ by a little from the build's figures above:",
+        "",
+        "| test set | classes | accuracy | macro-F1 | answered | right when answered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, run in five["runs"].items():
+        for classes in ("7", "5"):
+            r = run[classes]
+            lines.append(f"| {name} | {classes} | {_pct(r['accuracy'])} | {r['macro_f1']:.3f} | {_pct(r['answered'])} | {_pct(r['accuracy_answered'])} |")
+    lines += [
+        "",
+        "\"Right when answered\" is the spoken precision: how often what the wearer hears is right. Made by",
+        f"`{five['command']}` ([results/five_classes.json](results/five_classes.json)); one row again:",
+        f"`{five['runs']['masked']['5']['command']}`.",
+        "",
+    ]
+    return lines
+
+
 def plot_distance(models_dir: Path) -> None:
     """The two plots of the distance section, from the results files."""
     import matplotlib
@@ -315,6 +350,7 @@ def render(models_dir: Path = MODELS) -> str:
         "- \"Not sure\" threshold: the lowest confidence at which answers on masked validation faces are right ≥ 75 %;",
         f"  at {spec['unsure_threshold']} the glasses answer {_pct(shipped['unsure']['answered_share'])} of masked faces.",
         "",
+        *five_classes_section(),
         *distance_section(),
         *light_section(),
         "## Limits, honestly",

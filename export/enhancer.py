@@ -349,6 +349,8 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
     sidecar["files"] = shipped
     side_path = args.out / "enhancer.json"
     side_path.write_text(json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+    from export.build import update_manifest
+
     update_manifest(args.out, ["enhancer.json", *(e["file"] for e in files.values())])
 
     # The shipped files through the device code, on frames: both runtimes must give the same picture.
@@ -363,21 +365,6 @@ def build(args: argparse.Namespace) -> dict[str, Any]:
         raise convert.ParityError(f"enhanced frames differ between onnx and tflite: worst PSNR {worst:.1f} dB (need ≥ 45)")
     _LOGGER.info("device path: onnx and tflite enhanced frames agree to ≥ %.1f dB; wrote %s", worst, side_path)
     return sidecar
-
-
-def update_manifest(models: Path, names: list[str]) -> None:
-    """Add or refresh the manifest entries for `names` only; everyone else's entries stay as they are."""
-    from export.convert import sha256_file
-
-    path = models / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.is_file() else {"models": {}}
-    for name in names:
-        f = models / name
-        manifest.setdefault("models", {})[name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
-    manifest["models"] = dict(sorted(manifest["models"].items()))
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

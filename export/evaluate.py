@@ -57,21 +57,23 @@ def load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def predict(pipeline, x: np.ndarray, lowlight: bool | None, y: np.ndarray | None = None) -> tuple[np.ndarray, dict[str, float | None]]:
+def predict(pipeline, x: np.ndarray, lowlight: bool | None, y: np.ndarray | None = None,
+            labels: tuple[str, ...] | None = None) -> tuple[np.ndarray, dict[str, float | None]]:
     """Top-1 label per image (largest face when several are found), the share of images where the
     detector found the face and the share that went down the night branch; given the labels `y`, also
     split_accuracy (aligned vs read whole, and the answers the glasses would speak vs those they would
-    call "not sure")."""
+    call "not sure"). Labels are indices into `labels`, the pipeline's class set (default: the 7 of FER2013)."""
     preds = np.empty(len(x), dtype=np.int64)
     aligned = np.zeros(len(x), dtype=bool)
     answered = np.zeros(len(x), dtype=bool)
     detected = night = 0
     from edge.results import LABELS
 
+    labels = labels or LABELS
     for i, image in enumerate(x):
         result = pipeline.analyze(image, lowlight=lowlight, assume_face=True)
         face = max(result.faces, key=lambda f: f.box[2] * f.box[3])
-        preds[i] = LABELS.index(face.label)
+        preds[i] = labels.index(face.label)
         detected += not face.fallback
         night += result.lowlight
         aligned[i] = face.aligned
@@ -108,12 +110,16 @@ def main(args: argparse.Namespace) -> int:
     from edge.vision.expression import DEFAULT_SIDECAR
     from export.metrics import plot_confusion, report
 
-    light = config_from_args(args).light
+    from edge.results import class_index, labels_for
+
+    config = config_from_args(args)
+    light, classes = config.light, config.vision.classes
     if args.plot:
         from edge.plotting import matplotlib_or_refuse
 
         matplotlib_or_refuse("--plot")  # before the run, not after it
     x, y = load_npz(args.data)
+    y = np.asarray(class_index(classes))[y]  # FER2013 labels → the class set's (--set vision.classes=5 merges)
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     start = time.perf_counter()
@@ -122,20 +128,20 @@ def main(args: argparse.Namespace) -> int:
     enhancer = ClassicalEnhancer() if args.enhancer == "classical" else Path(args.enhancer or DEFAULT_ENHANCER)
     with Pipeline(
         model=args.model or DEFAULT_SIDECAR, backend=args.backend, precision=args.precision, threads=args.threads, max_faces=2, enhancer=enhancer,
-        light=light,
+        light=light, classes=classes,
     ) as pipeline:
         if args.min_presence is not None:
             if not 0.0 <= args.min_presence <= 1.0:
                 raise EdgeError(f"--min-presence {args.min_presence}: must be within 0..1 (a probability)")
             pipeline.mesh.min_presence = args.min_presence
-        preds, extra = predict(pipeline, x, LOWLIGHT[args.lowlight], y)
+        preds, extra = predict(pipeline, x, LOWLIGHT[args.lowlight], y, labels_for(classes))
         extra["min_presence"] = pipeline.mesh.min_presence
         model_file = pipeline.expression.path.name
         enhancer_name = pipeline.enhancer.name
-    out = report(y, preds)
-    out.update({"model": model_file, "lowlight": args.lowlight, "enhancer": enhancer_name, **extra, "seconds": round(time.perf_counter() - start, 1)})
+    out = report(y, preds, labels_for(classes))
+    out.update({"classes": classes, "model": model_file, "lowlight": args.lowlight, "enhancer": enhancer_name, **extra, "seconds": round(time.perf_counter() - start, 1)})
     if args.plot:
-        plot_confusion(out["confusion"], args.plot, f"{args.data.name}: {model_file}, accuracy {out['accuracy']:.1%}")
+        plot_confusion(out["confusion"], args.plot, f"{args.data.name}: {model_file}, accuracy {out['accuracy']:.1%}", labels_for(classes))
     if args.json:
         print(json.dumps(out))
     else:

@@ -15,13 +15,13 @@ def confusion(y_true: np.ndarray, y_pred: np.ndarray, n: int = len(LABELS)) -> n
     return np.bincount(y_true * n + y_pred, minlength=n * n).reshape(n, n)
 
 
-def report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """accuracy, macro-F1, per-class precision / recall (sensitivity) / specificity / F1, confusion."""
-    cm = confusion(np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64))
+def report(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...] = LABELS) -> dict[str, Any]:
+    """accuracy, macro-F1, per-class precision / recall (sensitivity) / specificity / F1, confusion; classes indexed in `labels`."""
+    cm = confusion(np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64), len(labels))
     total = cm.sum()
     per_class = {}
     f1s = []
-    for i, name in enumerate(LABELS):
+    for i, name in enumerate(labels):
         tp = cm[i, i]
         fp = cm[:, i].sum() - tp
         fn = cm[i, :].sum() - tp
@@ -45,7 +45,7 @@ def report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
     }
 
 
-def plot_confusion(cm: np.ndarray | list, path: Path, title: str) -> None:
+def plot_confusion(cm: np.ndarray | list, path: Path, title: str, labels: tuple[str, ...] = LABELS) -> None:
     from edge.plotting import matplotlib_or_refuse
 
     matplotlib_or_refuse("the confusion-matrix picture")
@@ -55,13 +55,13 @@ def plot_confusion(cm: np.ndarray | list, path: Path, title: str) -> None:
     rows = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.4, 5.6), dpi=110)
     im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(LABELS)), LABELS, rotation=40, ha="right")
-    ax.set_yticks(range(len(LABELS)), LABELS)
+    ax.set_xticks(range(len(labels)), labels, rotation=40, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true (FER2013 label)")
     ax.set_title(title, fontsize=10)
-    for i in range(len(LABELS)):
-        for j in range(len(LABELS)):
+    for i in range(len(labels)):
+        for j in range(len(labels)):
             ax.text(j, i, f"{rows[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=7, color="white" if rows[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046, label="share of the true class")
     fig.tight_layout()

@@ -59,6 +59,23 @@ def test_evaluate_prints_the_contract_and_a_picture(tmp_path: Path, grace_hopper
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.skipif(not MODEL_SIDECAR.is_file(), reason="models/expression.json not built yet")
+def test_evaluate_with_five_classes_merges_the_labels_and_keeps_the_keys(tmp_path: Path, grace_hopper):
+    gray = cv2.cvtColor(grace_hopper, cv2.COLOR_BGR2GRAY)
+    x = np.stack([cv2.resize(gray[140 + d : 330 + d, 170 + d : 350 + d], (48, 48), interpolation=cv2.INTER_AREA) for d in range(0, 28, 4)])
+    data = tmp_path / "faces.npz"
+    np.savez(data, x=x, y=np.array([0, 1, 2, 3, 4, 5, 6]))  # one face of each FER2013 label
+    seven = json.loads(_evaluate("--data", str(data), "--json").stdout)
+    proc = _evaluate("--data", str(data), "--json", "--set", "vision.classes=5")
+    assert proc.returncode == 0, proc.stderr
+    five = json.loads(proc.stdout)
+    assert set(seven) <= set(five) and five["classes"] == 5 and seven["classes"] == 7
+    assert list(five["per_class"]) == ["angry_disgust", "fear_surprise", "happy", "sad", "neutral"]
+    cm = np.array(five["confusion"])
+    assert cm.shape == (5, 5) and cm.sum(axis=1).tolist() == [2, 2, 1, 1, 1]  # angry + disgust, fear + surprise merged
+    assert five["accuracy"] == pytest.approx(np.trace(cm) / 7, abs=1e-4) and five["n"] == seven["n"] == 7
+
+
 def test_split_accuracy_separates_aligned_and_whole_image_reads():
     from export.evaluate import split_accuracy
 

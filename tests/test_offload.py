@@ -14,6 +14,7 @@ does not decide; a client that overstays its deadline by 20 ms fails either way.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import json
 import os
@@ -40,7 +41,7 @@ from edge.errors import ConfigError, ModelError, OffloadError
 from edge.offload.client import CircuitBreaker, OffloadClient, OffloadingPipeline, crop_jpeg
 from edge.offload.limits import RateLimiter
 from edge.offload.server import Analyzer
-from edge.results import FaceResult, FrameResult, Position
+from edge.results import LABELS, FaceResult, FrameResult, Position, labels_for
 from edge.offload.tls import client_ssl, fingerprint
 from edge.offload.tokens import TokenStore
 from tests.test_app import HAPPY, FakePipeline, config, make_app, running
@@ -170,7 +171,7 @@ def certs(tmp_path_factory) -> tuple[Path, Path]:
 def tokens(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     path = tmp_path_factory.mktemp("tokens") / "offload_tokens"
     store = TokenStore(path)
-    return path, {name: store.add(name) for name in ("main", "client", "ratelimited", "speech", "load")}
+    return path, {name: store.add(name) for name in ("main", "client", "ratelimited", "speech", "load", "classes")}
 
 
 @pytest.fixture(scope="module")
@@ -359,6 +360,33 @@ def test_valid_face_is_200_with_the_local_models_label(server, tls, tokens, grac
     assert set(answer["faces"][0]) == set(local["faces"][0])
 
 
+def test_classes_5_is_answered_in_the_five_labels_and_another_value_is_400(server, tls, tokens, grace_hopper):
+    body, token = jpeg(grace_hopper), tokens[1]["classes"]
+    status, five = request(server.port, "POST", "/v1/analyze?classes=5", body, token, tls)
+    assert status == 200, five
+    seven = request(server.port, "POST", "/v1/analyze", body, token, tls)[1]["faces"][0]  # no classes: 7, as before
+    five = five["faces"][0]
+    assert list(five["scores"]) == list(labels_for(5)) and list(seven["scores"]) == list(LABELS)
+    assert five["scores"]["angry_disgust"] == pytest.approx(seven["scores"]["angry"] + seven["scores"]["disgust"], abs=2e-4)
+    assert five["label"] in labels_for(5) and five["box"] == seven["box"]
+    status, answer = request(server.port, "POST", "/v1/analyze?classes=6", body, token, tls)
+    assert status == 400 and answer == {"error": "classes='6': use 7 or 5 (the glasses' vision.classes)"}
+
+
+def test_glasses_with_five_classes_get_the_servers_answer_in_five(server, certs, tokens, grace_hopper, tmp_path):
+    from edge.pipeline import Pipeline
+
+    token_file = tmp_path / "token"
+    token_file.write_text(tokens[1]["classes"])
+    settings = load_config(env={}, overrides={"offload.enabled": "true", "offload.url": f"https://127.0.0.1:{server.port}",
+                                              "offload.token_file": str(token_file), "offload.ca_file": str(certs[0]),
+                                              "offload.deadline_ms": "5000", "vision.classes": "5"})
+    with Pipeline(threads=1, classes=5) as local, OffloadingPipeline.from_config(local, settings.offload, settings.vision.classes) as pipeline:
+        result = pipeline.analyze(grace_hopper, lowlight=None)
+        assert pipeline.offloaded == 1 and pipeline.take_notice() is None
+        assert list(result.faces[0].scores) == list(labels_for(5)) and result.faces[0].label in labels_for(5)
+
+
 def test_speech_is_the_wearers_phrase_with_its_audio_from_the_project_voice(server, tls, tokens, grace_hopper):
     from edge.speech.phrases import describe
     from edge.speech.tts import AudioClip, PhraseCache, load_voice
@@ -443,7 +471,7 @@ def test_workers_each_own_a_pipeline_and_run_at_once():
         def __init__(self) -> None:
             self.busy = threading.Lock()
 
-        def analyze(self, frame, lowlight=None, track=False):
+        def analyze(self, frame, lowlight=None, track=False, classes=None):
             assert self.busy.acquire(blocking=False), "one pipeline used by two threads at once"
             try:
                 users.setdefault(id(self), set()).add(threading.get_ident())
@@ -693,6 +721,27 @@ def test_a_malformed_server_answer_is_a_failure_not_a_crash(answer):
         assert pipeline.take_notice() == "offload unavailable" and pipeline.breaker.is_open
     else:  # no face found in the crop: the local reading stands, and the server did answer
         assert pipeline.take_notice() is None and pipeline.offloaded == 1
+
+
+def test_a_seven_class_answer_to_five_class_glasses_is_a_failure_not_spoken():
+    """A server that ignores ?classes (an older one) answers in 7 labels: the glasses keep their own reading."""
+    scores = {label: 0.1 for label in LABELS} | {"fear": 0.4}
+    asked: list[str] = []
+
+    def answer(crops, lowlight, timeout_s):
+        label = "fear" if not asked else "happy"  # a 7-class label, then a 5-class one with 7-class scores
+        asked.append(label)
+        return [{"faces": [{"box": [0, 0, 9, 9], "label": label, "confidence": 0.4, "unsure": False, "scores": scores}]} for _ in crops]
+
+    client = ScriptedClient()
+    client.analyze = answer
+    local = FrameResult(faces=(dataclasses.replace(HAPPY.faces[0], label="sad", scores={"sad": 0.9}),), lowlight=False)
+    pipeline = OffloadingPipeline(FakePipeline(local), client, deadline_s=5.0, breaker=CircuitBreaker(0.0), classes=5)
+    image = np.zeros((48, 64, 3), np.uint8)
+    assert pipeline.analyze(image).faces == local.faces and pipeline.analyze(image).faces == local.faces
+    assert asked == ["fear", "happy"] and pipeline.offloaded == 0
+    assert pipeline.take_notice() == "offload unavailable"
+    assert OffloadingPipeline(FakePipeline(local), client, deadline_s=5.0).analyze(image).faces[0].label == "happy"  # 7 classes take it
 
 
 def test_continuous_ticks_stay_on_the_glasses_and_presses_go_out():

@@ -28,7 +28,7 @@ def test_the_pipeline_reads_the_samples_face_samples_makes(images):
     seen: list[list[upperface.UpperFaceSample]] = []
     with Pipeline(threads=1, max_faces=2) as pipeline, FaceMesh(threads=1, max_faces=2) as mesh:
         predict = pipeline.expression.predict
-        pipeline.expression.predict = lambda samples: seen.append(list(samples)) or predict(samples)
+        pipeline.expression.predict = lambda samples, classes=None: seen.append(list(samples)) or predict(samples, classes)
         for name, image in images.items():
             result = pipeline.analyze(image, lowlight=False, assume_face=True)
             expected = face_samples(image, find_faces(mesh, image), assume_face=True)

@@ -163,7 +163,7 @@ class Held:
         self.order: list[int] = []
         self.release = threading.Event()
 
-    def analyze(self, frame, lowlight=None, track=False):
+    def analyze(self, frame, lowlight=None, track=False, classes=None):
         self.order.append(frame.shape[1])
         self.release.wait(20)
         return HAPPY

@@ -7,7 +7,9 @@ parallel. Whatever has not arrived by the deadline — counted from the start of
 dropped and the local answer is returned at once. Any failure (timeout, refused connection, bad
 certificate or pin, rejected token, 429/5xx) opens a circuit breaker: for `cooldown_s` no request
 is tried at all, then one is. The wearer is told once, "offload unavailable", and once more,
-"offload back", when a request succeeds again (`take_notice`).
+"offload back", when a request succeeds again (`take_notice`). Each request names the glasses' class
+set (`?classes=7|5`, vision.classes), so the server answers in the labels the glasses speak; an answer
+in any other labels is a failure, never spoken.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import cv2
 import numpy as np
 
 from edge.errors import OffloadError
-from edge.results import LABELS, FaceResult, FrameResult
+from edge.results import FaceResult, FrameResult, labels_for
 from edge.speech.phrases import Status
 
 _LOGGER = logging.getLogger(__name__)
@@ -85,11 +87,12 @@ class CircuitBreaker:
 class OffloadClient:
     """POSTs JPEG crops to `edge serve` with aiohttp on a private event-loop thread (connections kept alive)."""
 
-    def __init__(self, url: str, token: str, ssl: Any, max_parallel: int = 4) -> None:
+    def __init__(self, url: str, token: str, ssl: Any, max_parallel: int = 4, classes: int = 7) -> None:
         import aiohttp
 
         self._aiohttp = aiohttp
         self.url = url.rstrip("/") + "/v1/analyze"
+        self.classes = classes
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="offload-client", daemon=True)
         self._thread.start()
@@ -126,7 +129,7 @@ class OffloadClient:
             async with self._session.post(
                 self.url,
                 data=body,
-                params={"lowlight": "on" if lowlight else "off"},
+                params={"lowlight": "on" if lowlight else "off", "classes": str(self.classes)},
                 headers={"Content-Type": "image/jpeg"},
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
                 allow_redirects=False,
@@ -167,8 +170,11 @@ class OffloadingPipeline:
         *,
         deadline_s: float = 0.3,
         breaker: CircuitBreaker | None = None,
+        classes: int = 7,
     ) -> None:
         self.local, self.client, self.deadline_s = local, client, deadline_s
+        self.labels = labels_for(classes)
+        """The labels the local pipeline answers in (vision.classes); a server answer must use them too."""
         self.breaker = breaker or CircuitBreaker(30.0)
         self._available = True
         self._notice: str | None = None
@@ -176,13 +182,13 @@ class OffloadingPipeline:
         """Frames answered by the server (for logs and tests)."""
 
     @classmethod
-    def from_config(cls, local: Any, offload: Any) -> "OffloadingPipeline":
-        """From an OffloadConfig (url, bearer, deadline_ms, ca_file / pin, cooldown_s)."""
+    def from_config(cls, local: Any, offload: Any, classes: int = 7) -> "OffloadingPipeline":
+        """From an OffloadConfig (url, bearer, deadline_ms, ca_file / pin, cooldown_s) and vision.classes."""
         from edge.offload.tls import client_ssl
 
-        client = OffloadClient(offload.url, offload.bearer, client_ssl(offload.ca_file, offload.pin))
+        client = OffloadClient(offload.url, offload.bearer, client_ssl(offload.ca_file, offload.pin), classes=classes)
         _LOGGER.info("offload to %s (deadline %d ms, cool-down %.0f s)", offload.url, offload.deadline_ms, offload.cooldown_s)
-        return cls(local, client, deadline_s=offload.deadline_ms / 1e3, breaker=CircuitBreaker(offload.cooldown_s))
+        return cls(local, client, deadline_s=offload.deadline_ms / 1e3, breaker=CircuitBreaker(offload.cooldown_s), classes=classes)
 
     def analyze(self, frame: np.ndarray, lowlight: bool | None = False, **kwargs: Any) -> FrameResult:
         start = time.perf_counter()
@@ -201,7 +207,7 @@ class OffloadingPipeline:
             for i, answer in zip(detected, answers):
                 remote = _nearest(answer)
                 if remote is not None:
-                    faces[i] = _merge(faces[i], remote)
+                    faces[i] = _merge(faces[i], remote, self.labels)
         except (OffloadError, ValueError) as exc:
             self._failed(exc)
             return local
@@ -253,10 +259,11 @@ def _nearest(answer: dict[str, Any]) -> dict[str, Any] | None:
     return max(faces, key=lambda f: f["box"][2] * f["box"][3]) if faces else None
 
 
-def _merge(local: FaceResult, remote: dict[str, Any]) -> FaceResult:
+def _merge(local: FaceResult, remote: dict[str, Any], labels: tuple[str, ...]) -> FaceResult:
     """The server's reading of the face; where it is (box, position) stays the local one, in frame pixels."""
-    if remote["label"] not in LABELS:
-        raise ValueError(f"server answered an unknown label {remote['label']!r}")
+    if remote["label"] not in labels or not set(remote["scores"]) <= set(labels):
+        raise ValueError(f"server answered label {remote['label']!r} with scores for {sorted(remote['scores'])}, not in the "
+                         f"{len(labels)} classes the glasses use ({', '.join(labels)}); update the server")
     return dataclasses.replace(
         local,
         label=str(remote["label"]),

@@ -14,6 +14,8 @@ most the requests already running. A device with `max_per_device` requests in fl
 queue deeper than `max_queue` 503, at once, instead of making every device late; a request that
 runs out of time while waiting is dropped from its line unrun.
 
+`?classes=7|5` picks the class set of the answer's labels and scores (edge.results.CLASS_SETS): the
+glasses send their vision.classes, so one server answers glasses of either setting in their own words.
 `?speech=1` adds what the glasses would say — the phrase from edge.speech.phrases.describe and its
 WAV, composed on a separate speech thread from the phrase cache warmed before the server listens —
 for clients without a voice of their own. Bodies are read into memory and dropped after the
@@ -42,10 +44,10 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from edge import images
-from edge.errors import AudioError, ImageError
+from edge.errors import AudioError, ImageError, ModelError
 from edge.config import LightConfig
 from edge.hw.light import LOWLIGHT
-from edge.results import FrameResult, too_dark
+from edge.results import CLASS_SETS, FrameResult, too_dark
 from edge.offload.limits import Limits, RateLimiter
 from edge.offload.tokens import TokenStore
 
@@ -84,20 +86,20 @@ class Analyzer:
         self.turns = FairTurns(self.workers)
         self.pending = 0
 
-    def run(self, data: bytes, lowlight: bool | None) -> FrameResult:
+    def run(self, data: bytes, lowlight: bool | None, classes: int | None = None) -> FrameResult:
         """Decode and analyse on an inference thread; as many run at once as there are pipelines."""
         frame = images.decode(data, "body")
         pipeline = self._idle.get()
         try:
-            return pipeline.analyze(frame, lowlight=lowlight)
+            return pipeline.analyze(frame, lowlight=lowlight, classes=classes)
         finally:
             self._idle.put(pipeline)
 
-    async def analyze(self, device: str, data: bytes, lowlight: bool | None) -> FrameResult:
+    async def analyze(self, device: str, data: bytes, lowlight: bool | None, classes: int | None = None) -> FrameResult:
         """`run` on a worker when `device`'s turn comes. Cancelled while waiting, it never runs; cancelled
         while running, the worker finishes it and only then is handed on (so `workers` bounds the work)."""
         await self.turns.acquire(device)
-        work = asyncio.get_running_loop().run_in_executor(self.executor, self.run, data, lowlight)
+        work = asyncio.get_running_loop().run_in_executor(self.executor, self.run, data, lowlight, classes)
         work.add_done_callback(self._finished)
         return await asyncio.shield(work)
 
@@ -251,6 +253,9 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
         speech_text = request.query.get("speech", "0").lower()
         if speech_text not in SPEECH:
             return _error(400, f"speech={speech_text!r}: use 1 (add the phrase and its WAV audio) or 0")
+        classes_text = request.query.get("classes", "7")
+        if classes_text not in map(str, CLASS_SETS):
+            return _error(400, f"classes={classes_text!r}: use {' or '.join(map(str, CLASS_SETS))} (the glasses' vision.classes)")
         verbosity = request.query.get("verbosity", "terse")
         if verbosity not in VERBOSITY:
             return _error(400, f"verbosity={verbosity!r}: use terse or verbose")
@@ -271,7 +276,7 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
                 analyzer.pending += 1
                 in_flight[device] += 1
                 try:
-                    result = await analyzer.analyze(device, data, LOWLIGHT[lowlight_text])
+                    result = await analyzer.analyze(device, data, LOWLIGHT[lowlight_text], int(classes_text))
                 finally:
                     analyzer.pending -= 1
                     in_flight[device] -= 1
@@ -286,6 +291,8 @@ def make_app(analyzer: Analyzer, tokens: TokenStore, limits: Limits = Limits()) 
             return _error(503, f"no answer within {limits.timeout_s:g} s", {"Retry-After": "1"})
         except ImageError as exc:
             return _error(400, str(exc))
+        except ModelError as exc:  # a class set this server's model has no "not sure" threshold for
+            return _error(400, f"classes={classes_text}: {exc}")
         return web.json_response(answer)
 
     app = web.Application(middlewares=[guard], client_max_size=limits.max_body_bytes)

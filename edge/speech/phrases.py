@@ -11,6 +11,11 @@ Wording choices (said to a blind wearer, usually through one earphone):
 - fear → "looks worried": most "fear" faces in conversation are worry or tension, and "scared"
   overstates it; surprise → "looks surprised"; disgust → "looks disgusted".
 - unsure → "not sure": short, honest, and never a guessed emotion.
+- 5 classes (vision.classes = 5): angry + disgust → "looks annoyed", fear + surprise → "looks startled".
+  "upset" was the obvious word but in everyday speech an upset person is close to tears, so it would blur
+  the one line the 5 classes keep (sad against angry); "annoyed" covers irritation to anger and distaste,
+  and like "worried" it understates rather than alarms. "startled" is what raised brows and wide eyes
+  say whether from fright or surprise; "alarmed" overstates a pleasant surprise.
 - positions use the clock face taught in orientation-and-mobility training ("at 11 o'clock") and
   distance in whole metres, because half metres are not something a camera estimate can promise.
 """
@@ -22,7 +27,7 @@ from enum import StrEnum
 from typing import Literal
 
 from edge.errors import ConfigError
-from edge.results import LABELS, FaceResult, FrameResult
+from edge.results import CLASS_SETS, FaceResult, FrameResult, labels_for
 
 Verbosity = Literal["terse", "verbose"]
 VERBOSITIES: tuple[str, ...] = ("terse", "verbose")
@@ -35,8 +40,10 @@ LABEL_WORDS: dict[str, str] = {
     "sad": "looks sad",
     "surprise": "looks surprised",
     "neutral": "looks calm",
+    "angry_disgust": "looks annoyed",
+    "fear_surprise": "looks startled",
 }
-"""Model label → what is said for a confident face."""
+"""Label (of either class set, edge.results.CLASS_SETS) → what is said for a confident face."""
 
 NOW_WORDS: dict[str, str] = {
     "angry": "now angry",
@@ -46,6 +53,8 @@ NOW_WORDS: dict[str, str] = {
     "sad": "now sad",
     "surprise": "now surprised",
     "neutral": "now calm",
+    "angry_disgust": "now annoyed",
+    "fear_surprise": "now startled",
 }
 """Continuous mode, one person's expression changed: "now smiling" (the news, not the whole picture)."""
 
@@ -96,7 +105,7 @@ def expression_phrase(face: FaceResult) -> str:
     try:
         return LABEL_WORDS[face.label]
     except KeyError:
-        raise ValueError(f"unknown expression label {face.label!r}; expected one of {', '.join(LABELS)}") from None
+        raise ValueError(f"unknown expression label {face.label!r}; expected one of {', '.join(LABEL_WORDS)}") from None
 
 
 def clock_phrase(clock: int) -> str:
@@ -221,14 +230,16 @@ def split_fragments(text: str) -> list[str]:
     return out
 
 
-def all_phrases(verbosity: Verbosity = "terse") -> list[str]:
-    """Every fragment the app can say at this verbosity (status phrases included), no duplicates.
+def all_phrases(verbosity: Verbosity = "terse", classes: int | None = 7) -> list[str]:
+    """Every fragment the app can say at this verbosity and class set (status phrases included), no duplicates.
 
     Any `describe()` output is these fragments joined, so warming the cache with this list makes
     every press answer from cache. Verbose adds the 12 clock positions and the distance words.
+    classes None: the words of every class set (the offload server answers in the one each client asks for).
     """
     _check_verbosity(verbosity)
-    phrases: list[str] = [NO_FACE, TOO_DARK, UNSURE, *LABEL_WORDS.values(), *NOW_WORDS.values()]
+    labels = [label for n in ([classes] if classes else CLASS_SETS) for label in labels_for(n)]
+    phrases: list[str] = [NO_FACE, TOO_DARK, UNSURE, *(LABEL_WORDS[x] for x in labels), *(NOW_WORDS[x] for x in labels)]
     phrases += [count_phrase(n) for n in range(2, len(_COUNT_WORDS) + 1)]
     phrases += [_more_phrase(n) for n in range(1, len(_COUNT_WORDS) + 1)]
     phrases += [clock_phrase(h) for h in range(1, 13)]  # verbose positions, and who changed in a group (Changes)

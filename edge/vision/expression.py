@@ -2,13 +2,16 @@
 
 The device reads only the sidecar JSON: which file to run for each backend, its sha256, the
 preprocessing version it was trained with, the input names, the temperature fitted on validation
-data and the confidence threshold below which we say "not sure". A model whose file or
+data and the confidence threshold below which we say "not sure" (one per class set: with
+vision.classes = 5 the seven probabilities are summed into five, edge.results.CLASS_SETS, and the
+merged confidence has its own threshold, `class_sets` in the sidecar). A model whose file or
 preprocessing does not match its sidecar is refused, because a silently wrong answer spoken to
 someone who cannot check it is worse than no answer.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import signal
@@ -22,7 +25,7 @@ import numpy as np
 
 from edge.errors import ModelError
 from edge.files import sha256_file
-from edge.results import LABELS
+from edge.results import CLASS_SETS, LABELS, class_index, labels_for
 from edge.runtime import DEFAULT_BACKEND, Backend, open_model
 from edge.vision.upperface import PREPROCESSING_VERSION, UpperFaceSample, flip_sample
 
@@ -38,6 +41,16 @@ class Expression:
     label: str
     confidence: float
     unsure: bool
+
+
+def merge_classes(probs: np.ndarray, classes: int) -> np.ndarray:
+    """[N, 7] FER2013 probabilities → [N, classes]: summed within each label of the class set (7: as they are)."""
+    return probs if classes == len(LABELS) else probs @ _merge_matrix(classes).astype(probs.dtype, copy=False)
+
+
+@functools.cache
+def _merge_matrix(classes: int) -> np.ndarray:
+    return np.eye(len(CLASS_SETS[classes]), dtype=np.float32)[list(class_index(classes))]
 
 
 SIDECAR_KEYS = ("labels", "preprocessing", "inputs", "files", "temperature", "unsure_threshold")
@@ -133,6 +146,7 @@ class ExpressionModel:
         threads: int = 2,
         precision: str = "int8",
         providers: Sequence[str] | None = None,
+        classes: int = 7,
     ) -> None:
         self.sidecar = Path(sidecar)
         self.spec = load_sidecar(self.sidecar)
@@ -143,6 +157,9 @@ class ExpressionModel:
             )
         if tuple(self.spec["labels"]) != LABELS:
             raise ModelError(f"{self.sidecar}: labels {self.spec['labels']} are not the FER2013 order {list(LABELS)}")
+        self.classes = classes
+        """The class set `predict` answers in unless told otherwise (vision.classes)."""
+        self.unsure_threshold = self.threshold(classes)  # before the model file is opened: a missing one is refused first
         self.variant = f"{backend}-{precision}"
         self.path = verified_file(self.sidecar, self.spec, self.variant)
         self._inputs = [i["name"] for i in self.spec["inputs"]]
@@ -153,7 +170,6 @@ class ExpressionModel:
         self.providers: tuple[str, ...] = tuple(getattr(self._model, "providers", ()))
         """onnxruntime execution providers in use (empty for tflite)."""
         self.temperature = float(self.spec["temperature"])
-        self.unsure_threshold = float(self.spec["unsure_threshold"])
         self.flip = bool(self.spec.get("test_time_flip", False))
 
     def logits(self, samples: Sequence[UpperFaceSample]) -> np.ndarray:
@@ -161,19 +177,25 @@ class ExpressionModel:
         batch = list(samples)
         if self.flip:
             batch += [flip_sample(s) for s in samples]
-        arrays = []
-        for name in self._inputs:
-            if name == "face":
-                arrays.append(np.stack([s.face for s in batch]).astype(np.float32)[:, None])
-            elif name == "landmarks":
-                arrays.append(np.stack([s.features for s in batch]).astype(np.float32))
-            else:
-                raise ModelError(f"{self.sidecar}: unknown model input {name!r}")
-        out = np.concatenate([self._run_one(arrays, i) for i in range(len(batch))]) if self._static else self._model.run(arrays)[0]
-        out = out.reshape(len(batch), len(LABELS))
+        out = self.run([s.face for s in batch], [s.features for s in batch])
         if self.flip:
             out = (out[: len(samples)] + out[len(samples) :]) / 2
         return out
+
+    def run(self, faces: Sequence[np.ndarray], features: Sequence[np.ndarray]) -> np.ndarray:
+        """Raw logits [N, 7] of aligned faces (uint8 48×48) and their landmark features ([L, 74]) as given, no
+        mirror: `logits` for samples; the calibration (export/classes.py) for prepared views."""
+        arrays = []
+        for name in self._inputs:
+            if name == "face":
+                arrays.append(np.stack(faces).astype(np.float32)[:, None])
+            elif name == "landmarks":
+                arrays.append(np.stack(features).astype(np.float32))
+            else:
+                raise ModelError(f"{self.sidecar}: unknown model input {name!r}")
+        n = len(arrays[0])
+        out = np.concatenate([self._run_one(arrays, i) for i in range(n)]) if self._static else self._model.run(arrays)[0]
+        return out.reshape(n, len(LABELS))
 
     @property
     def _static(self) -> bool:
@@ -188,19 +210,34 @@ class ExpressionModel:
         e = np.exp(z)
         return e / e.sum(axis=1, keepdims=True)
 
-    def predict(self, samples: Sequence[UpperFaceSample]) -> list[Expression]:
+    def threshold(self, classes: int) -> float:
+        """The "not sure" threshold of a class set: `unsure_threshold` for 7, `class_sets` for the others."""
+        if classes not in CLASS_SETS:
+            raise ModelError(f"{classes} classes: the class sets are {', '.join(map(str, CLASS_SETS))}")
+        if classes == len(LABELS):
+            return float(self.spec["unsure_threshold"])
+        entry = self.spec.get("class_sets", {}).get(str(classes))
+        if entry is None:
+            raise ModelError(f"{self.sidecar} has no \"not sure\" threshold for {classes} classes: "
+                             f"calibrate one with `python -m export classes`, or set vision.classes = 7")
+        return float(entry["unsure_threshold"])
+
+    def predict(self, samples: Sequence[UpperFaceSample], classes: int | None = None) -> list[Expression]:
+        """One reading per sample in `classes` (default: the model's own class set)."""
+        classes = classes or self.classes
+        threshold, labels = self.threshold(classes), labels_for(classes)
         if not samples:
             return []
-        probs = self.probabilities(self.logits(samples))
+        probs = merge_classes(self.probabilities(self.logits(samples)), classes)
         out = []
         for p in probs:
             best = int(p.argmax())
             out.append(
                 Expression(
-                    scores={label: float(v) for label, v in zip(LABELS, p)},
-                    label=LABELS[best],
+                    scores={label: float(v) for label, v in zip(labels, p)},
+                    label=labels[best],
                     confidence=float(p[best]),
-                    unsure=bool(p[best] < self.unsure_threshold),
+                    unsure=bool(p[best] < threshold),
                 )
             )
         return out
