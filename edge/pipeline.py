@@ -141,6 +141,7 @@ class Pipeline:
         start = time.perf_counter()
         expressions = self.expression.predict(samples, classes)
         timings["classify"] = (time.perf_counter() - start) * 1e3
+        threshold = self.expression.unsure_threshold if classes is None else self.expression.threshold(classes)  # of the class set answered in
 
         h, w = frame.shape[:2]
         results = []
@@ -148,7 +149,7 @@ class Pipeline:
             face = faces[i] if i < len(faces) else None
             box = face.box_in(w, h) if face is not None else (0, 0, w, h)
             noise = noise_level(samples[i].upper, step=1)  # how readable the upper face is, at the model's own scale
-            unsure, readable = reading(expr.confidence, noise, self.expression.unsure_threshold, self.light)
+            unsure, readable = reading(expr.confidence, noise, threshold, self.light)
             results.append(
                 FaceResult(
                     box=box,

@@ -168,3 +168,19 @@ def test_the_card_has_the_five_class_figures_and_the_command_that_made_them():
         assert f"| masked | {classes} | {100 * r['accuracy']:.1f} % | {r['macro_f1']:.3f} | {100 * r['answered']:.1f} % |" in section
     assert f"threshold, {results['calibration']['5']['unsure_threshold']}," in section.replace("\n", " ")
     assert card.five_classes_section()[0] == "## Five classes (`vision.classes = 5`)"
+
+
+def test_a_per_call_class_set_is_judged_by_its_own_not_sure_threshold(grace_hopper, monkeypatch):
+    """The offload server answers each device in its class set: "not sure" must use that set's threshold."""
+    from edge.pipeline import Pipeline
+
+    import dataclasses
+
+    with Pipeline(threads=1) as pipeline:
+        pipeline.light = dataclasses.replace(pipeline.light, readable_noise=1e6, unreadable_noise=2e6)  # the model's thresholds alone
+        seven = pipeline.analyze(grace_hopper).faces[0]
+        assert not seven.unsure  # sure by the 7-class threshold
+        own = pipeline.expression.threshold
+        monkeypatch.setattr(pipeline.expression, "threshold", lambda classes: 0.999 if classes == 5 else own(classes))
+        five = pipeline.analyze(grace_hopper, classes=5).faces[0]
+    assert five.confidence < 0.999 and five.unsure
