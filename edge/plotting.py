@@ -22,3 +22,20 @@ def matplotlib_or_refuse(option: str = "--plot") -> Any:
         ) from None
     matplotlib.use("Agg")
     return matplotlib
+
+
+def finish(fig: Any, ax: Any, path: Any, title: str, xlabel: str, ylabel: str, legend_size: int = 7, ncol: int = 2) -> None:
+    """Label, grid and legend a one-axes figure, write it to `path` (its folder made) and close it."""
+    from pathlib import Path
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, ncol=ncol)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

@@ -192,12 +192,11 @@ def five_classes_section() -> list[str]:
 
 def plot_distance(models_dir: Path) -> None:
     """The two plots of the distance section, from the results files."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from edge.plotting import finish, matplotlib_or_refuse
     from export.distance import plot as plot_reading
+
+    matplotlib_or_refuse("the distance plots")
+    import matplotlib.pyplot as plt
 
     detection = json.loads(DETECTION_RESULTS.read_text())["runs"]
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
@@ -205,14 +204,7 @@ def plot_distance(models_dir: Path) -> None:
         for condition, rows in run["rates"].items():
             ax.plot([float(d) for d in rows], [100 * r["found"] for r in rows.values()], marker="o",
                     linestyle="-" if size.startswith("1280") else ":", label=f"{condition}, {size}")
-    ax.set_xlabel("distance (m)")
-    ax.set_ylabel("main face found (%)")
-    ax.set_title("python -m export scene: faces found by distance", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(models_dir / FOUND_PLOT)
-    plt.close(fig)
+    finish(fig, ax, models_dir / FOUND_PLOT, "python -m export scene: faces found by distance", "distance (m)", "main face found (%)")
     reading = json.loads(READING_RESULTS.read_text())["runs"]
     results = {condition: run["results"][condition] for condition, run in reading.items()}
     plot_reading(results, models_dir / READING_PLOT, "python -m export distance: PublicTest accuracy by distance (int8)")

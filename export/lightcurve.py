@@ -147,9 +147,9 @@ def calibrate(faces: dict[str, np.ndarray], base: float, target: float = TARGET_
 
 
 def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
-    import matplotlib
+    from edge.plotting import finish, matplotlib_or_refuse
 
-    matplotlib.use("Agg")
+    matplotlib_or_refuse("the light-curve plot")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
@@ -164,15 +164,8 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
     ax.axvspan(lo, hi, color="grey", alpha=0.12, label="dark range seen in training")
     ax.axhline(70, color="black", linewidth=0.6)
     ax.set_xscale("log")
-    ax.set_xlabel("photo-electrons per mid-tone pixel (log)")
-    ax.set_ylabel("%")
-    ax.set_title("python -m export lightcurve: PublicTest faces through the camera model (int8)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    finish(fig, ax, path, "python -m export lightcurve: PublicTest faces through the camera model (int8)",
+           "photo-electrons per mid-tone pixel (log)", "%", legend_size=6)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
