@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge.config import Config
-from edge.results import FrameResult, fuse, too_dark
+from edge.results import too_dark
 from edge.errors import CameraError, EdgeError
 from edge.hw.button import ButtonEvent, Emit
 from edge.parts import Analyser, Bridge, Button, Camera, LightSource, Phrases, Sink, Supervised, Switch
@@ -35,7 +35,6 @@ from edge.vision.enhance import brightness
 from edge.speech.phrases import Changes, Status, all_phrases, describe
 
 if TYPE_CHECKING:
-    from edge.hw.camera import Frame
     from edge.speech.tts import AudioClip, Voice
 
 _LOGGER = logging.getLogger(__name__)
@@ -45,10 +44,6 @@ _IDLE_POLL_S = 0.25
 
 
 _FIRST_OPEN_TIMEOUT_S = 10.0
-
-BURST_WINDOW_S = 0.3
-"""A night press's burst of frames spans at most this long: about how long a wearer's head holds still
-for the answer (9 frames at 30 fps), so the frames show the same face."""
 
 STATUS_GRACE_S = 2.0
 """A part must stay down this long before the wearer hears "… lost": a video file that rewinds or a
@@ -353,16 +348,12 @@ class App:
             try:
                 # continuous mode follows each face from tick to tick (the mesh's own region of interest,
                 # the detector only when needed): ids stay with people, so only changes are spoken
-                # a press at night reads a short burst of frames, followed face by face (_fused_burst)
-                burst = 1 if continuous or not night else self.config.light.night_burst_frames
-                result = self.parts.pipeline.analyze(frame.image, lowlight=night, track=continuous or burst > 1)
+                result = self.parts.pipeline.analyze(frame.image, lowlight=night, track=continuous)
             except Exception:  # noqa: BLE001 — one bad frame must not end the loop
                 _LOGGER.exception("analysis of frame %d failed", frame.index)
                 if not continuous:
                     self._say(Status.ERROR.value)
                 return
-            if burst > 1:
-                result = self._fused_burst(frame, result, burst)
             dark = too_dark(result, self.config.light.too_dark_luma, self.config.light.too_noisy)
             if continuous:
                 text = self._changes.update(result, self.config.speech.verbosity, too_dark=dark)
@@ -377,36 +368,6 @@ class App:
                 self._say(notice)
         finally:
             self._set_state(self._idle_state())
-
-    def _fused_burst(self, first: Frame, result: FrameResult, frames: int) -> FrameResult:
-        """The press frame's faces, each fused (edge.results.fuse) with its readings of the same track in the
-        next camera frames, up to `frames` frames taken within BURST_WINDOW_S of the first: at night one
-        frame's noise decides too much (docs/experiments/2026-12-04-burst.md). A camera or analysis failure
-        ends the burst early; what was read is used."""
-        readings = {f.track_id: [f] for f in result.faces if f.track_id}
-        end_ns = first.t_ns + int(BURST_WINDOW_S * 1e9)
-        frame, read = first, 1
-        while read < frames and readings:
-            remaining = (end_ns - time.monotonic_ns()) / 1e9
-            if remaining <= 0:
-                break
-            try:
-                frame = self.parts.camera.latest(timeout=remaining, newer_than=frame.index)
-                if frame.t_ns > end_ns:
-                    break
-                more = self.parts.pipeline.analyze(frame.image, lowlight=True, track=True)
-            except CameraError:
-                break
-            except Exception:  # noqa: BLE001 — the frames read so far still answer
-                _LOGGER.exception("analysis of burst frame %d failed", frame.index)
-                break
-            read += 1
-            for face in more.faces:
-                if face.track_id in readings:
-                    readings[face.track_id].append(face)
-        _LOGGER.debug("night burst: %d frame(s), readings per face %s", read, [len(r) for r in readings.values()])
-        faces = tuple(fuse(readings[f.track_id], self.config.light) if f.track_id else f for f in result.faces)
-        return replace(result, faces=faces)
 
     def _night(self, luma: float) -> bool:
         mode = self.config.vision.lowlight

@@ -108,9 +108,6 @@ class LightConfig:
     unreadable_noise: float = field(default=10.4, metadata=_min(0.0))
     """Above this noise no label is right often enough: the face is "not sure", and a frame with no
     readable face is "too dark"."""
-    night_burst_frames: int = field(default=1, metadata=_min(1, 9))
-    """Frames a press reads at night, at most 9 (300 ms at 30 fps): each face's readings over them are fused
-    (edge.results.fuse) and spoken once; 1 = one frame, as by day (docs/experiments/2026-12-04-burst.md)."""
 
     def __post_init__(self) -> None:
         if self.day_lux <= self.night_lux:

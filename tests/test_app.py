@@ -46,10 +46,9 @@ def face(label: str, x: float = 0.5) -> FaceResult:
 
 
 class FakePipeline:
-    """An edge.parts.Analyser: returns whatever `result` is set to (a list: one item per call, the last
-    one again after it) and records what it was given."""
+    """An edge.parts.Analyser: returns whatever `result` is set to and records what it was given."""
 
-    def __init__(self, result: FrameResult | Exception | list[FrameResult]) -> None:
+    def __init__(self, result: FrameResult | Exception) -> None:
         self.result = result
         self.calls: list[tuple[tuple[int, ...], bool]] = []
         self.tracked: list[bool] = []
@@ -62,8 +61,6 @@ class FakePipeline:
             self._cond.notify_all()
         if isinstance(self.result, Exception):
             raise self.result
-        if isinstance(self.result, list):
-            return self.result[min(len(self.calls), len(self.result)) - 1]
         return self.result
 
     def take_notice(self) -> str | None:
@@ -254,37 +251,6 @@ def test_lowlight_off_forces_the_day_branch():
         app.press()
         assert sink.wait_said("too dark")
     assert pipeline.calls[0][1] is False
-
-
-def reading(happy: float) -> FrameResult:
-    """One tracked face at night, `happy` against sad, judged against a 0.5 "not sure" threshold."""
-    label = "happy" if happy > 0.5 else "sad"
-    one = dataclasses.replace(face(label), confidence=max(happy, 1 - happy), scores={"happy": happy, "sad": 1 - happy},
-                              track_id=1, noise=3.0, unsure_threshold=0.5)
-    return FrameResult(faces=(one,), lowlight=True)
-
-
-def test_a_night_press_reads_a_burst_and_speaks_the_fused_answer_once():
-    """The press frame alone says sad; the next two frames lean happy: fused, the answer is happy (#17 item 3)."""
-    pipeline = FakePipeline([reading(0.4), reading(0.7), reading(0.7)])
-    app, sink, _ = make_app(config(**{"light.night_burst_frames": 3}), pipeline, reader_factory=lambda: ConstantReader(value=5))
-    with running(app):
-        app.press()
-        assert sink.wait_said("looks happy")
-        app.press()
-        assert sink.wait_said("looks happy", times=2)
-    assert len(pipeline.calls) == 6 and all(lowlight for _, lowlight in pipeline.calls)
-    assert all(pipeline.tracked)  # the burst follows each face from frame to frame
-    assert "looks sad" not in sink.played and sink.played.count("looks happy") == 2  # once per press
-
-
-def test_a_day_press_reads_one_frame_whatever_the_night_burst():
-    pipeline = FakePipeline([dataclasses.replace(reading(0.4), lowlight=False), reading(0.7)])
-    app, sink, _ = make_app(config(**{"light.night_burst_frames": 3}), pipeline)
-    with running(app):
-        app.press()
-        assert sink.wait_said("looks sad")
-    assert pipeline.calls == [((48, 64, 3), False)] and pipeline.tracked == [False]
 
 
 def test_pipeline_error_is_spoken_once_and_the_loop_goes_on():
