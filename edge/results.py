@@ -151,8 +151,13 @@ def reading(confidence: float, noise: float, unsure_threshold: float, light: Any
     The noise level is that of the face's box (FaceResult.noise); thresholds and provenance: LightConfig."""
     if noise > light.unreadable_noise:
         return True, False
-    threshold = unsure_threshold + light.unsure_per_noise * max(0.0, noise - light.readable_noise)
-    return confidence < threshold, True
+    return confidence < threshold_at(noise, unsure_threshold, light), True
+
+
+def threshold_at(noise: float, unsure_threshold: float, light: Any) -> float:
+    """The confidence `reading` asks of a readable face at `noise`: the model's own threshold, raised above
+    `light.readable_noise`."""
+    return unsure_threshold + light.unsure_per_noise * max(0.0, noise - light.readable_noise)
 
 
 FUSIONS = ("product", "mean")

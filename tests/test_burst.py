@@ -93,3 +93,6 @@ def test_score_fuses_the_first_k_readings_of_each_face():
     rows = score(readings, np.array([0, 0]), ["happy", "sad"], LIGHT, (1, 3), "product")
     assert rows["1"]["accuracy"] == 0.5 and rows["3"]["accuracy"] == 1.0
     assert rows["1"]["answered"] == 1.0 and rows["3"]["spoken"] == 2 and rows["3"]["precision"] == 1.0
+    assert rows["3"]["precision_one_frame"] == 0.5  # frame 0 answering as many faces: one of them wrong
+    fewer = score([[face(sad), face(happy)], [face(sad, noise=11.0), face(happy)]], np.array([0, 0]), ["happy", "sad"], LIGHT, (2,), "mean")
+    assert fewer["2"]["spoken"] == 1 and fewer["2"]["precision_one_frame"] == 1.0  # its most confident one: the happy face
