@@ -163,6 +163,7 @@ class Pipeline:
                     track_id=face.track_id if face is not None else 0,
                     noise=noise,
                     readable=readable,
+                    unsure_threshold=threshold,
                 )
             )
         noise = noise_level(raw) if not results else 0.0  # only "no face" needs to know whether a face could be seen

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 LABELS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """FER2013 label order: every model's output and every dataset's labels use it."""
@@ -74,6 +76,9 @@ class FaceResult:
     readable: bool = True
     """False when the face is too noisy for any label to be right often enough (`reading`): then
     `unsure` too, and a frame with no readable face is "too dark"."""
+    unsure_threshold: float = 0.0
+    """The model's own "not sure" threshold (of the class set answered in) that `reading` raised with the
+    noise to judge this face: what `fuse` judges a burst of readings of the face against."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -146,5 +151,42 @@ def reading(confidence: float, noise: float, unsure_threshold: float, light: Any
     The noise level is that of the face's box (FaceResult.noise); thresholds and provenance: LightConfig."""
     if noise > light.unreadable_noise:
         return True, False
-    threshold = unsure_threshold + light.unsure_per_noise * max(0.0, noise - light.readable_noise)
-    return confidence < threshold, True
+    return confidence < threshold_at(noise, unsure_threshold, light), True
+
+
+def threshold_at(noise: float, unsure_threshold: float, light: Any) -> float:
+    """The confidence `reading` asks of a readable face at `noise`: the model's own threshold, raised above
+    `light.readable_noise`."""
+    return unsure_threshold + light.unsure_per_noise * max(0.0, noise - light.readable_noise)
+
+
+FUSIONS = ("product", "mean")
+"""How `fuse` combines a face's readings: "product" of the probabilities (the mean of their logarithms,
+renormalised: a product of experts) or their plain "mean"."""
+
+
+def fuse(faces: Sequence[FaceResult], light: Any, how: str = "product") -> FaceResult:
+    """One reading of one face from its readings in a burst of frames (the same track, oldest first).
+
+    The class probabilities are combined (`FUSIONS`), and the one readability rule (`reading`) judges the
+    fused confidence at the readings' mean noise against the faces' own threshold (FaceResult.unsure_threshold)
+    with `light`'s thresholds. Box, position and id are the newest reading's. One reading comes back as it was
+    judged. The gain over one frame: docs/experiments/2026-12-04-burst.md."""
+    if not faces:
+        raise ValueError("fuse needs at least one reading")
+    if how not in FUSIONS:
+        raise ValueError(f"fusion {how!r}: choose one of {', '.join(FUSIONS)}")
+    if len(faces) == 1:
+        return faces[0]
+    labels = list(faces[-1].scores)
+    p = np.array([[f.scores.get(label, 0.0) for label in labels] for f in faces], dtype=np.float64)
+    if how == "product":
+        fused = np.exp(np.log(np.clip(p, 1e-6, 1.0)).mean(axis=0))
+    else:
+        fused = p.mean(axis=0)
+    fused /= fused.sum()
+    best = int(fused.argmax())
+    noise = float(np.mean([f.noise for f in faces]))
+    unsure, readable = reading(float(fused[best]), noise, faces[-1].unsure_threshold, light)
+    return dataclasses.replace(faces[-1], scores={label: float(v) for label, v in zip(labels, fused)}, label=labels[best],
+                               confidence=float(fused[best]), unsure=unsure, noise=noise, readable=readable)

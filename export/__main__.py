@@ -20,6 +20,7 @@ COMMANDS = {
     "distance": ("export.distance", "expression accuracy against face size: PublicTest faces degraded to 0.5-4 m through a camera model, unmasked/masked, through the device pipeline"),
     "saliency": ("export.saliency", "where the shipped model looks: occlusion-sensitivity sheet of PublicTest faces, unmasked and masked, and the share on the mask"),
     "lightcurve": ("export.lightcurve", "accuracy, share answered and accuracy when answered over light level (2-200 photo-electrons per mid-tone pixel) through a camera model; --calibrate fits the readability rule on Training faces"),
+    "burst": ("export.burst", "what fusing one face's readings over a burst of frames (up to 300 ms, small head shake) gains over one frame, per light level, unmasked/masked"),
     "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),
 }
 
