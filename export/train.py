@@ -8,7 +8,8 @@ has 436 faces) on soft targets (FER2013 label blended with FER+ votes). With `--
 checkpoints on the same prepared data are averaged into an ensemble whose probabilities on each view
 are blended into that view's targets (knowledge distillation: the student learns from the ensemble
 and the glasses still run one network). Checkpoints every epoch; `--resume` continues an
-interrupted run.
+interrupted run. `--folds K --fold i` holds out fold i of K stratified folds of all training faces instead
+of the fixed validation split (cross-validation: `python -m export cv` runs every fold).
 """
 
 from __future__ import annotations
