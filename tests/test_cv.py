@@ -66,3 +66,12 @@ def test_export_cv_trains_every_fold_and_writes_mean_and_std(tmp_path: Path) -> 
 def test_export_cv_refuses_a_single_fold(tmp_path: Path, capsys) -> None:
     assert export_main(["cv", "--prepared", str(tmp_path / "none.npz"), "--folds", "1", "--results", str(tmp_path / "cv.json")]) == 2
     assert "--folds 1" in capsys.readouterr().err and not (tmp_path / "cv.json").exists()
+
+
+def test_train_refuses_a_fold_outside_its_folds(monkeypatch, capsys) -> None:
+    from export import train
+
+    monkeypatch.setattr("sys.argv", ["export.train", "--folds", "5", "--fold", "5"])
+    with pytest.raises(SystemExit) as exc:
+        train.main()
+    assert exc.value.code == 2 and "fold from 0 to 4" in capsys.readouterr().err
