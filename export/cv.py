@@ -4,7 +4,7 @@ The training faces are split into K stratified, seeded folds (export.train.fold_
 held out as the validation split and a model is trained on the others with export.train.train, sequentially,
 in this one process (the prepared views are loaded once). Each fold's figure is the last epoch's validation
 accuracy of the fusion head on the clean, masked and dark views, as the training log computes it. Writes
-models/results/cv.json (per fold, mean, sample standard deviation, the command); `python -m export.card`
+models/results/cv.json (per fold, mean, sample standard deviation, the command) after every fold; `python -m export.card`
 puts it in the model card. Each fold checkpoints every epoch, so running the command again resumes.
 """
 
@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +59,22 @@ def command(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
+def write_results(args: argparse.Namespace, n: int, folds: list[dict]) -> None:
+    results = {
+        "command": command(args),
+        "recipe": {"folds": args.folds, "epochs": args.epochs, "width": args.width, "batch": args.batch, "lr": args.lr,
+                   "seed": args.seed, "teachers": []},
+        "n": n,
+        "head": "fusion",
+        "complete": len(folds) == args.folds,
+        "folds": folds,
+        "summary": summarise(folds),
+    }
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(args.results, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
+    _LOGGER.info("%d of %d folds: %s → %s", len(folds), args.folds, json.dumps(results["summary"]), args.results)
+
+
 def main(args: argparse.Namespace) -> int:
     import torch
 
@@ -71,27 +86,16 @@ def main(args: argparse.Namespace) -> int:
     if args.prepared and not args.prepared.is_file():
         raise EdgeError(f"--prepared {args.prepared} not found: give a cache/prepared.*.npz, or leave it out to prepare --data")
     data = load_prepared(args.prepared) if args.prepared else prepare(args.data, args.cache, seed=args.seed)
-    folds = []
+    folds: list[dict] = []
     for fold in range(args.folds):
         split = fold_split(data, args.folds, fold, args.seed)
         out_dir = args.out / f"fold{fold}"
         out_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
         final = train(split, out_dir, args.epochs, args.batch, args.lr, args.seed, resume=True, width=args.width)
-        last = torch.load(final, weights_only=False)["history"][-1]
+        history = torch.load(final, weights_only=False)["history"]
+        last = history[-1]
         folds.append({"fold": fold, "n_train": int((~split.val).sum()), "n_val": int(split.val.sum()),
-                      **{view: last[f"val_{view}"]["fusion"] for view in VIEWS}, "minutes": round((time.perf_counter() - start) / 60, 1)})
+                      **{view: last[f"val_{view}"]["fusion"] for view in VIEWS}, "train_minutes": round(sum(r["seconds"] for r in history) / 60, 1)})
         _LOGGER.info("fold %d of %d: %s", fold, args.folds, json.dumps(folds[-1]))
-    results = {
-        "command": command(args),
-        "recipe": {"folds": args.folds, "epochs": args.epochs, "width": args.width, "batch": args.batch, "lr": args.lr,
-                   "seed": args.seed, "teachers": []},
-        "n": len(data.y),
-        "head": "fusion",
-        "folds": folds,
-        "summary": summarise(folds),
-    }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(args.results, (json.dumps(results, indent=2) + "\n").encode("utf-8"))
-    _LOGGER.info("%s → %s", json.dumps(results["summary"]), args.results)
+        write_results(args, len(data.y), folds)  # after every fold: an interrupted run leaves its finished folds
     return 0

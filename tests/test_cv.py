@@ -63,6 +63,32 @@ def test_export_cv_trains_every_fold_and_writes_mean_and_std(tmp_path: Path) -> 
     assert cv["command"].startswith("python -m export cv --folds 3 --epochs 1")
 
 
+def test_an_interrupted_cv_leaves_its_finished_folds_and_resumes(tmp_path: Path, monkeypatch) -> None:
+    import export.train
+
+    data = _data()
+    np.savez(tmp_path / "prepared.npz", faces=data.faces, features=data.features, y=data.y, targets=data.targets, val=data.val)
+    args = ["cv", "--prepared", str(tmp_path / "prepared.npz"), "--out", str(tmp_path / "cv"), "--results", str(tmp_path / "cv.json"),
+            "--folds", "3", "--epochs", "1", "--width", "4", "--batch", "32", "--threads", "1"]
+    real, calls = export.train.train, []
+
+    def stopped_at_fold_2(split, out_dir, *a, **k):
+        calls.append(out_dir.name)
+        if out_dir.name == "fold2":
+            raise KeyboardInterrupt
+        return real(split, out_dir, *a, **k)
+
+    monkeypatch.setattr(export.train, "train", stopped_at_fold_2)
+    with pytest.raises(KeyboardInterrupt):
+        export_main(args)
+    partial = json.loads((tmp_path / "cv.json").read_text())
+    assert not partial["complete"] and [f["fold"] for f in partial["folds"]] == [0, 1]
+    monkeypatch.setattr(export.train, "train", real)
+    assert export_main(args) == 0
+    done = json.loads((tmp_path / "cv.json").read_text())
+    assert done["complete"] and done["folds"][:2] == partial["folds"]  # finished folds reloaded, not retrained
+
+
 def test_export_cv_refuses_a_single_fold(tmp_path: Path, capsys) -> None:
     assert export_main(["cv", "--prepared", str(tmp_path / "none.npz"), "--folds", "1", "--results", str(tmp_path / "cv.json")]) == 2
     assert "--folds 1" in capsys.readouterr().err and not (tmp_path / "cv.json").exists()
