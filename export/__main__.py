@@ -21,6 +21,7 @@ COMMANDS = {
     "saliency": ("export.saliency", "where the shipped model looks: occlusion-sensitivity sheet of PublicTest faces, unmasked and masked, and the share on the mask"),
     "lightcurve": ("export.lightcurve", "accuracy, share answered and accuracy when answered over light level (2-200 photo-electrons per mid-tone pixel) through a camera model; --calibrate fits the readability rule on Training faces"),
     "burst": ("export.burst", "what fusing one face's readings over a burst of frames (up to 300 ms, small head shake) gains over one frame, per light level, unmasked/masked"),
+    "cv": ("export.cv", "K-fold cross-validation of the training recipe: each fold's validation accuracy (clean/masked/dark), mean ± std → models/results/cv.json"),
     "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),
 }
 

@@ -190,6 +190,46 @@ def five_classes_section() -> list[str]:
     return lines
 
 
+def cv_section(models_dir: Path) -> list[str]:
+    """The card's "Variance" section from results/cv.json (`python -m export cv`), or nothing without it."""
+    path = models_dir / "results" / "cv.json"
+    if not path.is_file():
+        return []
+    cv = json.loads(path.read_text())
+    recipe, folds, summary = cv["recipe"], cv["folds"], cv["summary"]
+    views = list(summary)
+    k = len(folds)
+    masked = summary["masked"]
+    lines = [
+        f"## Variance ({recipe['folds']}-fold cross-validation"
+        + ("" if cv.get("complete", True) else f": {k} of its {recipe['folds']} folds finished, the run was stopped there") + ")",
+        "",
+        f"Made by `{cv['command']}` ([results/cv.json](results/cv.json), export/cv.py).",
+        f"The {cv['n']:,} Training faces in {recipe['folds']} folds (stratified by class, seeded); each fold in turn is the validation",
+        "split of a model trained from scratch on the other folds (`python -m export.train --folds K --fold i`).",
+        f"**A short version of the shipped recipe**: {recipe['epochs']} of its 48 epochs, width {recipe['width']}, no distillation",
+        "(no teachers), so the figures sit below the shipped model's and their spread is the noise of that short",
+        f"recipe, not of the 48-epoch run. Validation accuracy of the {cv['head']} head, mirror-averaged, as the training log computes it:",
+        "",
+        "| fold | validation faces | " + " | ".join(views) + " |",
+        "|---" * (len(views) + 2) + "|",
+    ]
+    lines += [f"| {f['fold']} | {f['n_val']:,} | " + " | ".join(_pct(f[v]) for v in views) + " |" for f in folds]
+    lines.append("| **mean ± std** | | " + " | ".join(f"**{100 * summary[v]['mean']:.1f} ± {100 * summary[v]['std']:.1f}**" for v in views) + " |")
+    lines += [
+        "",
+        f"std: the sample standard deviation over the {k} folds{'' if cv.get('complete', True) else ' finished'}"
+        f"{' (from so few folds the std itself is rough)' if k < 5 else ''}.",
+        "On masked faces one run's accuracy moves by about",
+        f"{100 * masked['std']:.1f} points from split to split, and the mean of {k} folds by about {100 * masked['std'] / k ** 0.5:.1f}"
+        f" (std/√{k}), so a 1-point gain",
+        "is " + ("larger than one run's noise but must still be measured over the same folds to be believed."
+                 if masked["std"] < 0.01 else "within one run's noise: compare recipes by their mean over the same folds, not by one split."),
+        "",
+    ]
+    return lines
+
+
 def plot_distance(models_dir: Path) -> None:
     """The two plots of the distance section, from the results files."""
     from edge.plotting import finish, matplotlib_or_refuse
@@ -342,6 +382,7 @@ def render(models_dir: Path = MODELS) -> str:
         "- \"Not sure\" threshold: the lowest confidence at which answers on masked validation faces are right ≥ 75 %;",
         f"  at {spec['unsure_threshold']} the glasses answer {_pct(shipped['unsure']['answered_share'])} of masked faces.",
         "",
+        *cv_section(models_dir),
         *five_classes_section(),
         *distance_section(),
         *light_section(),

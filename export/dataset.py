@@ -113,11 +113,16 @@ def stratified_split(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return val
 
 
+def load_prepared(path: Path) -> Prepared:
+    """A prepared file written by prepare() (cache/prepared.*.npz)."""
+    d = np.load(path)
+    return Prepared(d["faces"], d["features"], d["y"], d["targets"], d["val"])
+
+
 def prepare(train_npz: Path, cache_dir: Path, seed: int = 0) -> Prepared:
     out = cache_dir / f"prepared.{PREPARED_VERSION}.{PREPROCESSING_VERSION}.{train_npz.stat().st_size}.{seed}.npz"
     if out.is_file():
-        d = np.load(out)
-        return Prepared(d["faces"], d["features"], d["y"], d["targets"], d["val"])
+        return load_prepared(out)
     start = time.perf_counter()
     data = np.load(train_npz)
     x, y = data["x"], data["y"].astype(np.int64)

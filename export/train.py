@@ -8,12 +8,14 @@ has 436 faces) on soft targets (FER2013 label blended with FER+ votes). With `--
 checkpoints on the same prepared data are averaged into an ensemble whose probabilities on each view
 are blended into that view's targets (knowledge distillation: the student learns from the ensemble
 and the glasses still run one network). Checkpoints every epoch; `--resume` continues an
-interrupted run.
+interrupted run. `--folds K --fold i` holds out fold i of K stratified folds of all training faces instead
+of the fixed validation split (cross-validation: `python -m export cv` runs every fold).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -65,6 +67,16 @@ def jitter(faces: torch.Tensor, rng: torch.Generator, shift: float = 2.0, degree
     )
     grid = nn.functional.affine_grid(theta, list(faces.shape), align_corners=False)
     return nn.functional.grid_sample(faces, grid, padding_mode="border", align_corners=False)
+
+
+def fold_split(data: Prepared, folds: int, fold: int, seed: int) -> Prepared:
+    """data with fold `fold` of `folds` (stratified by class, seeded, over all its faces: export.teachers.folds)
+    as the validation split in place of the fixed one; data itself when folds is 0 (the default recipe)."""
+    if not folds:
+        return data
+    from export.teachers import folds as stratified_folds
+
+    return dataclasses.replace(data, val=stratified_folds(data.y, np.zeros(len(data.y), bool), folds, seed) == fold)
 
 
 def build_model(data: Prepared, width: int = 16) -> FusionNet:
@@ -239,6 +251,8 @@ def main() -> None:
     parser.add_argument("--teachers", type=Path, nargs="*", default=[], help="fusion.pt checkpoints of earlier runs on the same data to distil from")
     parser.add_argument("--soft-targets", type=Path, default=None,
                         help="soft_targets.npz of GPU teachers (python -m export.teachers targets) to distil from")
+    parser.add_argument("--folds", type=int, default=0, help="cross-validation: split the training faces into this many stratified folds")
+    parser.add_argument("--fold", type=int, default=0, help="with --folds: the fold held out for validation (0 .. folds-1)")
     parser.add_argument("--teacher-weight", type=float, default=0.5, help="share of the teachers' probabilities in the targets")
     args = parser.parse_args()
     for path in args.teachers:
@@ -248,9 +262,11 @@ def main() -> None:
         parser.error(f"soft targets {args.soft_targets} not found")
     if not 0.0 <= args.teacher_weight <= 1.0:
         parser.error("--teacher-weight must be between 0 and 1")
+    if args.folds and not (args.folds >= 2 and 0 <= args.fold < args.folds):
+        parser.error(f"--fold {args.fold} of --folds {args.folds}: use at least 2 folds and a fold from 0 to {args.folds - 1}")
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    data = prepare(args.data, args.cache, seed=args.seed)
+    data = fold_split(prepare(args.data, args.cache, seed=args.seed), args.folds, args.fold, args.seed)
     _LOGGER.info("training on %d faces, validating on %d", int((~data.val).sum()), int(data.val.sum()))
     train(data, args.out, args.epochs, args.batch, args.lr, args.seed, args.resume, args.width, args.teachers, args.teacher_weight, args.soft_targets)
 

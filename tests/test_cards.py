@@ -32,6 +32,7 @@ def test_the_build_writes_the_results_files_the_card_is_generated_from(tmp_path:
         shutil.copy(MODELS / name, tmp_path / name)
     (tmp_path / "results").mkdir()
     shutil.copy(MODELS / "results" / "saliency.json", tmp_path / "results")  # `export saliency`'s, beside the build's
+    shutil.copy(MODELS / "results" / "cv.json", tmp_path / "results")  # `export cv`'s
     training = {**committed["training"], "history": history}
     card.save_results(tmp_path, committed["best"], committed["results"], committed["failed"], committed["fp32"],
                       committed["dark"], training)
@@ -71,3 +72,16 @@ def test_a_new_measurement_changes_the_card(tmp_path: Path):
     (tmp_path / card.RESULTS).write_text(json.dumps(results))
     text = card.render(tmp_path)
     assert "| masked | **60.1 %** |" in text and "56.2 %" not in text.split("## The three candidates")[0]
+
+
+def test_the_card_shows_the_cross_validation_figures_and_their_command(tmp_path: Path):
+    """#20 item 3: the card carries each fold and mean ± std from results/cv.json, with the command that made them."""
+    shutil.copytree(MODELS / "results", tmp_path / "results")
+    shutil.copy(MODELS / card.SIDECAR, tmp_path / card.SIDECAR)
+    cv = json.loads((tmp_path / "results" / "cv.json").read_text())
+    text = card.render(tmp_path)
+    assert f"`{cv['command']}`" in text and "short version of the shipped recipe" in text
+    assert all(f"| {f['fold']} | {f['n_val']:,} | " in text for f in cv["folds"])
+    cv["summary"]["masked"] = {"mean": 0.4321, "std": 0.0123}
+    (tmp_path / "results" / "cv.json").write_text(json.dumps(cv))
+    assert "**43.2 ± 1.2**" in card.render(tmp_path)
