@@ -93,14 +93,10 @@ def score(readings: Sequence[Sequence[Any]], y: np.ndarray, labels: Sequence[str
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    data = REPO.parent / "shared" / "data" / "fer2013"
-    parser.add_argument("--data", type=Path, default=data / "fer2013_publictest.npz", help="the test faces (default PublicTest)")
-    parser.add_argument("--masked", type=Path, default=REPO / "cache" / "publictest_masked.npz", help="their masked copy (python -m export mask)")
-    parser.add_argument("--n", type=int, default=400, help="faces in the seeded subsample (default %(default)s)")
-    parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="photo-electrons per mid-tone pixel")
+    from export.lightcurve import add_face_arguments
+
+    add_face_arguments(parser, n=400, levels=LEVELS)
     parser.add_argument("--bursts", type=int, nargs="+", default=list(BURSTS), help="frames fused (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=17)
-    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=None, help=f"results JSON (e.g. {RESULTS.relative_to(REPO)})")
 
 

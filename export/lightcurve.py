@@ -168,14 +168,19 @@ def plot(results: dict[str, dict[str, dict[str, Any]]], path: Path) -> None:
            "photo-electrons per mid-tone pixel (log)", "%", legend_size=6)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_face_arguments(parser: argparse.ArgumentParser, n: int, levels: Sequence[float] = LEVELS) -> None:
+    """The test faces and light levels, shared by `export lightcurve` and `export burst`."""
     data = REPO.parent / "shared" / "data" / "fer2013"
     parser.add_argument("--data", type=Path, default=data / "fer2013_publictest.npz", help="the test faces (default PublicTest)")
     parser.add_argument("--masked", type=Path, default=REPO / "cache" / "publictest_masked.npz", help="their masked copy (python -m export mask)")
-    parser.add_argument("--n", type=int, default=800, help="faces in the seeded subsample (default %(default)s)")
-    parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS), help="photo-electrons per mid-tone pixel")
+    parser.add_argument("--n", type=int, default=n, help="faces in the seeded subsample (default %(default)s)")
+    parser.add_argument("--levels", type=float, nargs="+", default=list(levels), help="photo-electrons per mid-tone pixel")
     parser.add_argument("--seed", type=int, default=17)
     parser.add_argument("--threads", type=int, default=1)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_face_arguments(parser, n=800)
     parser.add_argument("--out", type=Path, default=None, help=f"results JSON (e.g. {RESULTS.relative_to(REPO)})")
     parser.add_argument("--plot", type=Path, default=None, help=f"the curve as a PNG (e.g. {PLOT.relative_to(REPO)})")
     parser.add_argument("--calibrate", type=Path, default=None, metavar="TRAIN.npz",
