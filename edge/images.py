@@ -8,6 +8,7 @@ KB) costs its header, not gigabytes; `decode_scaled` also lets libjpeg decode a 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -51,14 +52,25 @@ def check_header(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS,
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse at max_pixels, far lower
             with Image.open(io.BytesIO(data), formats=list(formats)) as image:
                 fmt, (width, height) = image.format, image.size
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: too large ({exc}); {fix}") from None
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit: it gives no size, only a sentence
+        raise ImageError(_bomb_message(name, str(exc), max_pixels, fix)) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         kinds = " or ".join([", ".join(formats[:-1]), formats[-1]] if len(formats) > 1 else formats)
         raise ImageError(f"{name}: not a readable image (corrupt, truncated or not {kinds})") from None
     if width * height > max_pixels:
         raise ImageError(f"{name}: {width}×{height} is too large (over the {max_pixels:,} pixel limit); {fix}")
     return str(fmt), width, height
+
+
+def _bomb_message(name: str, pillow_says: str, max_pixels: int, fix: str) -> str:
+    """The one line for an image Pillow refuses to open, in the words of the check above: its pixel count
+    (from Pillow's sentence, which quotes its own, different limit) and our limit."""
+    from PIL import Image
+
+    found = re.search(r"\((\d+) pixels\)", pillow_says)
+    size = f"{int(found.group(1)):,} pixels" if found else "its size"
+    limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else max_pixels
+    return f"{name}: {size} is too large (over the {limit:,} pixel limit); {fix}"
 
 
 def reduction(fmt: str, width: int, height: int, min_side: int) -> int:
