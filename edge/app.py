@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edge.config import Config
 from edge.results import too_dark
@@ -35,6 +35,7 @@ from edge.vision.enhance import brightness
 from edge.speech.phrases import Changes, Status, all_phrases, describe
 
 if TYPE_CHECKING:
+    from edge.service import Notifier
     from edge.speech.tts import AudioClip, Voice
 
 _LOGGER = logging.getLogger(__name__)
@@ -189,7 +190,7 @@ class App:
 
     def __init__(
         self, config: Config, parts: Parts, *, backoff: tuple[float, float] = (0.5, 30.0), status_grace_s: float = STATUS_GRACE_S,
-        notifier: Any = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.config, self.parts = config, parts
         self._notifier = notifier

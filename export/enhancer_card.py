@@ -126,7 +126,7 @@ def render(models_dir: Path = MODELS, sidecar: Path | None = None) -> str:
             tb = timing["TBEFN"]["frame_640x480_ms"]
             lines.append(f"- TBEFN on the same frame and thread: {tb['best']:.0f} ms best ({tb['p50']:.0f} ms p50) — ours costs "
                          f"1/{tb['best'] / ours_t['frame_640x480_ms']['best']:.0f} of it (best vs best). A TBEFN call spans many scheduler")
-            lines.append("  slices, so even its best includes waiting; its PROVENANCE measured ≈ 280 ms on 2 unshared threads here,")
+            lines.append("  slices, so even its best includes waiting; its provenance (../shared/weights/tbefn/PROVENANCE.md) gives ≈ 280 ms on 2 CPU threads,")
             lines.append(f"  and ours is {280 / ours_t['frame_640x480_ms']['best']:.0f}× cheaper than that too.")
         lines += [""]
     if detection:

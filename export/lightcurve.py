@@ -211,6 +211,10 @@ def main(args: argparse.Namespace) -> int:
     from export.darken import camera_parameters
     from export.evaluate import load_npz
 
+    if args.plot and not args.calibrate:
+        from edge.plotting import matplotlib_or_refuse
+
+        matplotlib_or_refuse("--plot")  # before minutes of measuring, not after them
     start = time.perf_counter()
     if args.calibrate:
         x, y = _training_faces(args.calibrate, args.n, args.seed, args.cache)

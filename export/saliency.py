@@ -205,9 +205,9 @@ def plot_sheet(measured: dict[int, list[dict]], show: int, path: Path, title: st
 
     Each map is scaled to its own largest drop and drawn more opaque where it is higher; the PNG is
     quantised to 128 colours to stay small."""
-    import matplotlib
+    from edge.plotting import matplotlib_or_refuse
 
-    matplotlib.use("Agg")
+    matplotlib_or_refuse("the saliency sheet")
     import matplotlib.pyplot as plt
     from PIL import Image
 
@@ -282,8 +282,10 @@ def main(args: argparse.Namespace) -> int:
     from edge.runtime import default_threads
     from edge.vision.expression import DEFAULT_SIDECAR, ExpressionModel
     from edge.vision.faces import FaceMesh
+    from edge.plotting import matplotlib_or_refuse
     from export.evaluate import load_npz
 
+    matplotlib_or_refuse("export saliency (its sheet)")  # before the faces are measured, not after
     if args.show < 0 or args.per_class < max(args.show, 1):
         raise EdgeError(f"--show {args.show}, --per-class {args.per_class}: need 0 ≤ show ≤ per-class and per-class ≥ 1 "
                         f"(the sheet's faces are measured faces)")

@@ -157,7 +157,7 @@ def test_evaluate_runs_without_the_training_extras(tmp_path):
     assert proc.returncode == 2 and "make train-setup" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["evaluate", "distance"])
+@pytest.mark.parametrize("command", ["evaluate", "distance", "lightcurve"])
 def test_plot_without_matplotlib_is_refused_before_the_run(tmp_path, no_matplotlib, capsys, command):
     """Not after minutes of evaluation: the missing data file is not even looked at."""
     from export.__main__ import main as export_main

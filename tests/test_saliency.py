@@ -184,3 +184,14 @@ def test_the_default_sheet_draws_class_means_so_no_dataset_face_is_committed():
     assert mean["heat"][10, 10] == pytest.approx(1.0)  # each map scaled to its own largest drop before the mean
     assert mean["mask"].sum(axis=0)[0] == 16  # the rows at least two of the three faces have
     assert mean["p"] == pytest.approx(0.6)
+
+
+def test_without_matplotlib_the_sheet_is_refused_before_any_face_is_measured(tmp_path: Path, no_matplotlib, capsys):
+    """As on the glasses' lock: one line naming the fix, and the missing data file is not even looked at."""
+    from export.__main__ import main
+
+    code = main(["saliency", "--data", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "sheet.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("error: export saliency (its sheet) needs matplotlib") and "requirements-dev.txt" in err
+    assert list(tmp_path.iterdir()) == []
