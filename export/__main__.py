@@ -22,6 +22,7 @@ COMMANDS = {
     "lightcurve": ("export.lightcurve", "accuracy, share answered and accuracy when answered over light level (2-200 photo-electrons per mid-tone pixel) through a camera model; --calibrate fits the readability rule on Training faces"),
     "burst": ("export.burst", "what fusing one face's readings over a burst of frames (up to 300 ms, small head shake) gains over one frame, per light level, unmasked/masked"),
     "cv": ("export.cv", "K-fold cross-validation of the training recipe: each fold's validation accuracy (clean/masked/dark), mean ± std → models/results/cv.json"),
+    "reconstruct": ("export.reconstruct", "lower-face reconstruction, then classify (Shaikh et al.): train a small inpainter on masked Training faces, read PublicTest masked per mask kind with and without it through the device pipeline, cost per face → models/results/reconstruction.json"),
     "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),
 }
 

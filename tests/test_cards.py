@@ -33,6 +33,7 @@ def test_the_build_writes_the_results_files_the_card_is_generated_from(tmp_path:
     (tmp_path / "results").mkdir()
     shutil.copy(MODELS / "results" / "saliency.json", tmp_path / "results")  # `export saliency`'s, beside the build's
     shutil.copy(MODELS / "results" / "cv.json", tmp_path / "results")  # `export cv`'s
+    shutil.copy(MODELS / "results" / "reconstruction.json", tmp_path / "results")  # `export reconstruct`'s
     training = {**committed["training"], "history": history}
     card.save_results(tmp_path, committed["best"], committed["results"], committed["failed"], committed["fp32"],
                       committed["dark"], training)
