@@ -21,6 +21,8 @@ COMMANDS = {
     "saliency": ("export.saliency", "where the shipped model looks: occlusion-sensitivity sheet of PublicTest faces, unmasked and masked, and the share on the mask"),
     "lightcurve": ("export.lightcurve", "accuracy, share answered and accuracy when answered over light level (2-200 photo-electrons per mid-tone pixel) through a camera model; --calibrate fits the readability rule on Training faces"),
     "burst": ("export.burst", "what fusing one face's readings over a burst of frames (up to 300 ms, small head shake) gains over one frame, per light level, unmasked/masked"),
+    "families": ("export.families", "the shipped model on every mask family (export.masks.FAMILIES) of PublicTest through the device pipeline, and what it says on the real masked photos → models/results/families.json"),
+    "lofo": ("export.lofo", "leave-one-family-out training (short recipe): each mask family held out in turn, held-out vs in-family accuracy → models/results/lofo.json"),
     "cv": ("export.cv", "K-fold cross-validation of the training recipe: each fold's validation accuracy (clean/masked/dark), mean ± std → models/results/cv.json"),
     "reconstruct": ("export.reconstruct", "lower-face reconstruction, then classify (Shaikh et al.): train a small inpainter on masked Training faces, read PublicTest masked per mask kind with and without it through the device pipeline, cost per face → models/results/reconstruction.json"),
     "enhancer": ("export.enhancer", "train the low-light enhancer on dark renderings, export ONNX/TFLite, check parity, write models/"),

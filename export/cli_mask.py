@@ -17,6 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=2013, help="mask styles are drawn from this seed (fixed: a reproducible test set)")
     parser.add_argument("--fraction", type=float, default=1.0)
     parser.add_argument("--cache", type=Path, default=Path("cache"))
+    parser.add_argument("--family", action="append", default=None, metavar="NAME",
+                        help="draw the masks from this family of export.masks.FAMILIES (repeatable: a mix); default: the shipped generator")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -27,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
 
     x, y = load_npz(args.data)
     landmarks = mesh_array(usable_landmarks(cached_landmarks(args.data, args.cache)))
-    masked, was_masked = mask_batch(x, landmarks, seed=args.seed, fraction=args.fraction)
+    masked, was_masked = mask_batch(x, landmarks, seed=args.seed, fraction=args.fraction, families=args.family)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(args.out.stem + ".tmp.npz")
     np.savez_compressed(tmp, x=masked, y=y, masked=was_masked)

@@ -7,7 +7,12 @@ edge (nose bridge and cheeks), the face oval down the sides and the jaw under th
 composited through an anti-aliased alpha matte. The top edge is clamped below the lower eyelids so a
 mask never touches the eyes.
 
-`python -m export.masks --preview OUT.png` renders a contact sheet to eyeball;
+`random_style` is the shipped model's generator. `FAMILIES` are seven clearly different style
+distributions drawn through the same geometry (pleated surgical, folded KN95, printed cloth, flat
+hard-edged polygons, worn high, worn low or crooked, hands/scarves/collars), for testing on a family
+a model never saw (`python -m export families`); `mask_batch(..., families=[...])` draws from them.
+
+`python -m export.masks --preview OUT.png [--families]` renders a contact sheet to eyeball;
 `python -m export.masks --bench 2000` times 48×48 masking.
 """
 
@@ -26,6 +31,7 @@ import platform
 import sys
 import time
 import types
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,12 +54,15 @@ _NOSE_BASE = 2
 _CHIN = 152
 _LOWER_LID_LEFT, _LOWER_LID_RIGHT = 145, 374
 """Middle of each lower eyelid (image left, image right)."""
+_UPPER_LIP, _LOWER_LIP = 13, 14
+_JAW_LEFT, _JAW_RIGHT = 172, 397
 _CHEEK_LOW_LEFT, _CHEEK_LOW_RIGHT = 205, 425
 """Cheek points level with the nose wings: where a mask's edge sits when worn low."""
 _OVAL_FROM, _OVAL_TO = 127, 356
 """The lower face oval is walked from 127 (left temple) via the chin to 356 (right temple)."""
 _SPECIAL = (_CHEEK_LEFT, _CHEEK_RIGHT, *_NOSE_CHAIN, _NOSE_BASE, _CHIN, _LOWER_LID_LEFT,
-            _LOWER_LID_RIGHT, _CHEEK_LOW_LEFT, _CHEEK_LOW_RIGHT)
+            _LOWER_LID_RIGHT, _CHEEK_LOW_LEFT, _CHEEK_LOW_RIGHT, _UPPER_LIP, _LOWER_LIP, _JAW_LEFT,
+            _JAW_RIGHT)
 
 _MIN_BLUR = 0.3
 """Edge blur sigmas (pixels) below this are skipped: the anti-aliased edge is already that soft."""
@@ -69,6 +78,18 @@ class MaskKind(str, enum.Enum):
     CLOTH = "cloth"
     N95 = "n95"
     OCCLUSION = "occlusion"
+    POLYGON = "polygon"
+    """A flat single-colour polygon with hard straight edges from the nose bridge to under the chin."""
+    HAND = "hand"
+    """A hand over the mouth and chin: palm and fingers, skin-toned."""
+    SCARF = "scarf"
+    """A scarf pulled up over the lower face, wider than the face, knitted or patterned."""
+    COLLAR = "collar"
+    """A high collar (turtleneck, jacket) pulled up over the chin and mouth."""
+
+
+PATTERNS = ("none", "stripes", "checks", "dots", "floral", "camo", "ribs")
+"""Prints and weaves of a mask's fabric (`MaskStyle.pattern`), in the accent colour."""
 
 
 @dataclass(frozen=True)
@@ -106,11 +127,39 @@ class MaskStyle:
     """A vertical centre seam (cloth masks, fold-flat KN95)."""
     valve: bool = False
     """An exhalation valve (N95)."""
+    family: str = ""
+    """The mask family the style was drawn from (FAMILIES), for labels; "" for random_style."""
+    pattern: str = "none"
+    """Print or weave in the accent colour (PATTERNS)."""
+    accent: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    """Accent (print) colour as HSV, each 0..1."""
+    pattern_scale: float = 6.0
+    """Pattern repeats across the mask's width."""
+    pattern_angle: float = 0.0
+    """Pattern direction, radians."""
+    falloff: float = 0.0
+    """Light falloff across the mask away from the light, 0..1 (0: none)."""
+    fold: bool = False
+    """A folded KN95: a sharp vertical fold, each half lit differently, welded edge lines."""
+    tilt: float = 0.0
+    """Worn crooked: the mask turned in the face plane about the nose tip, radians (|tilt| <= 0.5)."""
+    shift: float = 0.0
+    """Worn off-centre: sideways offset as a fraction of the eye-to-chin height (|shift| <= 0.2)."""
+    drop: float = 0.0
+    """Worn below the nose: the top edge lowered from `height`'s place towards the upper lip, 0..1."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", MaskKind(self.kind))
+        object.__setattr__(self, "accent", tuple(float(c) for c in self.accent))
+        if self.pattern not in PATTERNS:
+            raise ConfigError(f"MaskStyle.pattern={self.pattern!r}: one of {', '.join(PATTERNS)}")
+        if len(self.accent) != 3 or not all(0.0 <= c <= 1.0 for c in self.accent):
+            raise ConfigError(f"MaskStyle.accent={self.accent!r}: three HSV values within 0..1")
+        if abs(self.tilt) > 0.5 or abs(self.shift) > 0.2 or not 0.5 <= self.pattern_scale <= 40:
+            raise ConfigError(f"MaskStyle tilt={self.tilt!r} shift={self.shift!r} pattern_scale="
+                              f"{self.pattern_scale!r}: |tilt| <= 0.5, |shift| <= 0.2, scale 0.5..40")
         for name in ("hue", "saturation", "value", "pleat_depth", "noise", "shading", "fit",
-                     "height"):
+                     "height", "falloff", "drop"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"MaskStyle.{name}={value!r}: must be within 0..1")
@@ -134,9 +183,20 @@ class MaskStyle:
             return np.full(3, 235.0, np.float32)
         return self.bgr * 0.9
 
+    @property
+    def accent_bgr(self) -> np.ndarray:
+        r, g, b = colorsys.hsv_to_rgb(*self.accent)
+        return np.array([b, g, r], np.float32) * 255.0
+
+    @property
+    def crooked(self) -> bool:
+        return bool(self.tilt or self.shift)
+
 
 _KIND_WEIGHTS = {MaskKind.SURGICAL: 0.4, MaskKind.CLOTH: 0.25, MaskKind.N95: 0.2,
                  MaskKind.OCCLUSION: 0.15}
+SHIPPED_KINDS = tuple(_KIND_WEIGHTS)
+"""The kinds random_style (the shipped model's generator) draws; the others come only from FAMILIES."""
 
 
 def random_style(rng: np.random.Generator) -> MaskStyle:
@@ -166,6 +226,158 @@ def random_style(rng: np.random.Generator) -> MaskStyle:
     return MaskStyle(kind=kind, hue=u(0, 1), saturation=u(0, 0.4), value=u(0, 1), pleats=0,
                      pleat_depth=0.0, noise=u(0, 0.15), fit=0.0, height=u(0, 1),
                      chin_extend=0.0, straps=False, **common)
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask families: style distributions that are clearly different from each other, for testing on a
+# family the model never saw (`python -m export families`) and leave-one-family-out training. They
+# share this module's geometry and compositing; a family is only a sampler of MaskStyle.
+
+
+def _tone(rng: np.random.Generator, dark: float = 0.25, light: float = 0.35
+          ) -> tuple[float, float, float]:
+    """(hue, saturation, value): dark, light or coloured, with the given shares of dark and light."""
+    u, pick = rng.uniform, rng.random()
+    if pick < dark:
+        return u(0, 1), u(0, 0.4), u(0.04, 0.28)
+    if pick < dark + light:
+        return u(0, 1), u(0, 0.15), u(0.8, 1.0)
+    return u(0, 1), u(0.35, 0.9), u(0.3, 0.9)
+
+
+def _light(rng: np.random.Generator) -> dict[str, float]:
+    """Shading and light falloff on the mask, light from any side (every family has them)."""
+    u = rng.uniform
+    return dict(shading=u(0.1, 0.45), light_angle=u(0, 2 * math.pi), falloff=u(0.0, 0.6))
+
+
+def _surgical(rng: np.random.Generator) -> MaskStyle:
+    u = rng.uniform
+    colour = rng.choice(4, p=[0.5, 0.25, 0.15, 0.1])
+    hue, sat, val = [(u(0.5, 0.58), u(0.3, 0.6), u(0.6, 0.95)), (u(0, 1), u(0, 0.08), u(0.85, 1.0)),
+                     (u(0, 1), u(0, 0.1), u(0.05, 0.2)), (u(0.25, 0.95), u(0.25, 0.5), u(0.6, 0.95))][colour]
+    return MaskStyle(kind=MaskKind.SURGICAL, family="surgical", hue=hue, saturation=sat, value=val,
+                     pleats=3, pleat_depth=u(0.15, 0.3), noise=u(0.01, 0.03), fit=u(0.5, 0.9),
+                     height=u(0.1, 0.6), chin_extend=u(0.03, 0.08), edge_blur=u(0, 0.01),
+                     straps=True, **_light(rng))
+
+
+def _kn95(rng: np.random.Generator) -> MaskStyle:
+    u = rng.uniform
+    hue, sat, val = _tone(rng, dark=0.2, light=0.65)
+    return MaskStyle(kind=MaskKind.N95, family="kn95", hue=hue, saturation=min(sat, 0.5), value=val,
+                     pleats=0, pleat_depth=0.0, noise=u(0.01, 0.03), fit=u(0.0, 0.3),
+                     height=u(0.0, 0.4), chin_extend=u(0.12, 0.2), edge_blur=u(0, 0.008),
+                     straps=bool(rng.random() < 0.85), seam=False, fold=True,
+                     valve=bool(rng.random() < 0.2), **_light(rng))
+
+
+def _cloth(rng: np.random.Generator) -> MaskStyle:
+    u = rng.uniform
+    hue, sat, val = _tone(rng, dark=0.3, light=0.2)
+    accent = _tone(rng, dark=0.3 if val > 0.5 else 0.0, light=0.0 if val > 0.5 else 0.6)
+    pattern = str(rng.choice(["stripes", "checks", "dots", "floral", "camo"]))
+    return MaskStyle(kind=MaskKind.CLOTH, family="cloth", hue=hue, saturation=sat, value=val, pleats=0,
+                     pleat_depth=0.0, noise=u(0.02, 0.06), fit=u(0.6, 1.0), height=u(0.0, 0.6),
+                     chin_extend=u(0.06, 0.14), edge_blur=u(0, 0.015), straps=bool(rng.random() < 0.6),
+                     seam=bool(rng.random() < 0.4), pattern=pattern, accent=accent,
+                     pattern_scale=u(3, 12), pattern_angle=u(-0.6, 0.6), **_light(rng))
+
+
+def _polygon(rng: np.random.Generator) -> MaskStyle:
+    u = rng.uniform
+    hue, sat, val = _tone(rng, dark=0.35, light=0.3)
+    return MaskStyle(kind=MaskKind.POLYGON, family="polygon", hue=hue, saturation=sat, value=val,
+                     pleats=0, pleat_depth=0.0, noise=0.0, shading=u(0, 0.06), light_angle=u(0, 6.28),
+                     fit=0.0, height=u(0.0, 0.35), chin_extend=u(0.0, 0.1), edge_blur=0.0,
+                     straps=False)
+
+
+def _high(rng: np.random.Generator) -> MaskStyle:
+    """Worn high: the top edge at the nose bridge and hugging the cheeks right under the eyes."""
+    u = rng.uniform
+    kind = [MaskKind.SURGICAL, MaskKind.CLOTH, MaskKind.N95][int(rng.choice(3))]
+    hue, sat, val = _tone(rng)
+    return MaskStyle(kind=kind, family="high", hue=hue, saturation=sat, value=val,
+                     pleats=3 if kind is MaskKind.SURGICAL else 0,
+                     pleat_depth=u(0.1, 0.25) if kind is MaskKind.SURGICAL else 0.0,
+                     noise=u(0.01, 0.05), fit=u(0.9, 1.0), height=0.0, chin_extend=u(0.08, 0.16),
+                     edge_blur=u(0, 0.01), straps=bool(rng.random() < 0.7),
+                     seam=kind is not MaskKind.SURGICAL and bool(rng.random() < 0.5), **_light(rng))
+
+
+def _low_crooked(rng: np.random.Generator) -> MaskStyle:
+    """Worn below the nose, turned and pushed to one side, or both."""
+    u = rng.uniform
+    kind = [MaskKind.SURGICAL, MaskKind.CLOTH][int(rng.choice(2))]
+    hue, sat, val = _tone(rng)
+    mode = rng.random()
+    low, crooked = mode < 0.7, mode > 0.4
+    sign = 1.0 if rng.random() < 0.5 else -1.0
+    return MaskStyle(kind=kind, family="low_crooked", hue=hue, saturation=sat, value=val,
+                     pleats=3 if kind is MaskKind.SURGICAL else 0,
+                     pleat_depth=u(0.1, 0.25) if kind is MaskKind.SURGICAL else 0.0,
+                     noise=u(0.01, 0.05), fit=u(0.4, 0.9), height=u(0.6, 1.0) if low else u(0.1, 0.5),
+                     drop=u(0.5, 1.0) if low else 0.0, chin_extend=u(0.02, 0.1), edge_blur=u(0, 0.01),
+                     straps=bool(rng.random() < 0.8), tilt=sign * u(0.12, 0.35) if crooked else 0.0,
+                     shift=-sign * u(0.0, 0.1) if crooked else 0.0, **_light(rng))
+
+
+def _occluder(rng: np.random.Generator) -> MaskStyle:
+    """A hand, a scarf or a collar over the lower face."""
+    u = rng.uniform
+    kind = [MaskKind.HAND, MaskKind.SCARF, MaskKind.COLLAR][int(rng.choice(3))]
+    if kind is MaskKind.HAND:  # skin, from pale to dark; pose and side in pattern_angle / tilt
+        return MaskStyle(kind=kind, family="occluder", hue=u(0.03, 0.09), saturation=u(0.25, 0.6),
+                         value=u(0.3, 0.95), pleats=0, pleat_depth=0.0, noise=u(0.01, 0.03),
+                         height=u(0, 1), edge_blur=u(0.005, 0.02), straps=False,
+                         tilt=u(-0.4, 0.4), pattern_angle=float(rng.choice([-1.0, 1.0])),
+                         pattern_scale=float(rng.choice([1.0, 2.0])), chin_extend=0.0, **_light(rng))
+    hue, sat, val = _tone(rng, dark=0.35, light=0.25)
+    accent = _tone(rng, dark=0.5 if val > 0.5 else 0.0, light=0.0 if val > 0.5 else 0.7)
+    pattern = str(rng.choice(["ribs", "stripes", "checks", "none"] if kind is MaskKind.SCARF else ["ribs", "none"]))
+    return MaskStyle(kind=kind, family="occluder", hue=hue, saturation=sat, value=val, pleats=0,
+                     pleat_depth=0.0, noise=u(0.02, 0.07), height=u(0, 1), edge_blur=u(0.005, 0.02),
+                     straps=False, pattern=pattern, accent=accent, chin_extend=0.0,
+                     pattern_scale=u(8, 20) if pattern == "ribs" else u(2, 6),
+                     pattern_angle=u(-0.3, 0.3), tilt=u(-0.15, 0.15), **_light(rng))
+
+
+@dataclass(frozen=True)
+class MaskFamily:
+    name: str
+    sample: Callable[[np.random.Generator], MaskStyle]
+    description: str
+    shipped_overlap: str
+    """How much of the family the shipped model's training generator (random_style) already draws."""
+
+
+FAMILIES: dict[str, MaskFamily] = {f.name: f for f in (
+    MaskFamily("surgical", _surgical, "pleated surgical: blue, white, black or coloured, three pleats, "
+               "hems, ear loops", "yes: random_style's SURGICAL kind (40 % of its masks) draws the same"),
+    MaskFamily("kn95", _kn95, "folded KN95: a sharp centre fold with each half lit differently, welded "
+               "edge lines, pointed chin, mostly white/grey", "partly: its N95 kind (near-white cup, "
+               "optional seam), never folded"),
+    MaskFamily("cloth", _cloth, "printed and patterned cloth: stripes, checks, polka dots, florals, camo "
+               "in two colours", "partly: its CLOTH kind (plain colours, seam), never printed"),
+    MaskFamily("polygon", _polygon, "flat single-colour polygons, hard straight edges, no shading, from "
+               "the nose bridge to under the chin", "little: its OCCLUSION kind is a flat box, but from "
+               "the lower nose down"),
+    MaskFamily("high", _high, "worn high: top edge at the nose bridge, hugging the cheeks right under "
+               "the eyes", "partly: its heights reach the bridge, but rarely with the tightest fit"),
+    MaskFamily("low_crooked", _low_crooked, "worn below the nose, turned up to 20° and pushed "
+               "sideways, or both", "no: it never lowers a mask past the nose tip nor turns one"),
+    MaskFamily("occluder", _occluder, "hands, scarves and high collars over the lower face",
+               "no: nothing like it"),
+)}
+"""The mask families, in report order."""
+
+
+def family_style(family: str, rng: np.random.Generator) -> MaskStyle:
+    """Draw a style from one family (FAMILIES)."""
+    if family not in FAMILIES:
+        raise ConfigError(f"mask family {family!r}: one of {', '.join(FAMILIES)}")
+    return FAMILIES[family].sample(rng)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +557,10 @@ def _mask_outline(face: _Face, style: MaskStyle) -> _Outline:
     top_a = float(np.interp(top_b, np.maximum.accumulate(nose[:, 1]), nose[:, 0]))
     cheek_low_b = 0.5 * (ab[_CHEEK_LOW_LEFT, 1] + ab[_CHEEK_LOW_RIGHT, 1])
     cheek_b = protect_b + style.height * max(cheek_low_b - protect_b, 0.0)
+    if style.drop:  # worn below the nose: the whole top edge slides down towards the upper lip
+        below = ab[_NOSE_BASE, 1] + 0.3 * (ab[_UPPER_LIP, 1] - ab[_NOSE_BASE, 1])
+        lower = style.drop * max(below - top_b, 0.0)
+        top_b, cheek_b = top_b + lower, cheek_b + lower
     side_b = cheek_b + 0.06 * scale
 
     # The oval pushed outwards, most at the chin: masks bulge and reach under the jaw.
@@ -397,11 +613,32 @@ def _mask_outline(face: _Face, style: MaskStyle) -> _Outline:
         ear_r = ab[_CHEEK_RIGHT] + (0.12 * width, 0.05 * scale)
         jaw_l, jaw_r = grid[-1, 0], grid[-1, -1]
         parts.append(np.array([side_l, ear_l, jaw_l, ear_l, side_r, ear_r, jaw_r, ear_r]))
-    image = face.to_image(np.concatenate(parts))
+    image = face.to_image(_crooked(face, style, np.concatenate(parts)))
     k = grid.shape[0] * grid.shape[1]
     grid_px, polygon_px = image[:k].reshape(grid.shape), image[k:k + len(polygon)]
     straps = image[k + len(polygon):]
     return _Outline(grid_px, polygon_px, tuple(straps.reshape(-1, 2, 2)))
+
+
+def _crooked(face: _Face, style: MaskStyle, ab: np.ndarray) -> np.ndarray:
+    """Face-frame points of a mask worn crooked: turned about the nose tip by `tilt`, shifted by `shift`."""
+    if not style.crooked:
+        return ab
+    pivot = face.ab[_NOSE_CHAIN[-1]]
+    c, s = math.cos(style.tilt), math.sin(style.tilt)
+    return (ab - pivot) @ np.array([[c, s], [-s, c]]) + pivot + (style.shift * face.scale, 0.0)
+
+
+def _below_eyes(face: _Face, style: MaskStyle, roi: tuple[int, int, int, int], alpha: np.ndarray
+                ) -> np.ndarray:
+    """`alpha` cut to zero above `protect_b` (for shapes whose edges are not clamped: crooked
+    masks, hands, scarves), with a one-pixel ramp."""
+    x0, y0 = roi[:2]
+    h, w = alpha.shape
+    xs = np.arange(x0, x0 + w, dtype=np.float64) - face.origin[0]
+    ys = np.arange(y0, y0 + h, dtype=np.float64) - face.origin[1]
+    b = xs[None, :] * face.axes[1, 0] + ys[:, None] * face.axes[1, 1]
+    return alpha * np.clip(b - face.protect_b(style), 0.0, 1.0).astype(np.float32)
 
 
 def _coons_matrix(columns: int, rows: int) -> np.ndarray:
@@ -472,6 +709,19 @@ def _template(style: MaskStyle, height: int, width: int, channels: int,
     elif style.kind is MaskKind.N95:
         shade -= 0.35 * style.shading * ((2 * u - 1) ** 2 + 0.6 * (2 * v - 1) ** 2)
         shade -= np.where((v < 0.05) | (v > 0.95), 0.08, 0.0)
+        if style.fold:  # two flat halves facing different ways: one lit, one in shade, a sharp ridge
+            lit = 1.0 if math.cos(angle) >= 0 else -1.0
+            shade += np.where(u < 0.5, -lit, lit) * (0.07 + 0.35 * style.shading)
+            shade += 0.18 * np.exp(-(((u - 0.5) * width / 1.2) ** 2))
+            weld = np.minimum(np.minimum(u, 1 - u) * width, np.minimum(v, 1 - v) * height)
+            shade -= 0.14 * np.exp(-(((weld - max(1.5, 0.05 * width)) / 0.7) ** 2))
+    elif style.kind is MaskKind.SCARF:  # drapes: soft diagonal folds
+        shade += 0.12 * np.sin(2 * math.pi * (1.6 * u + 0.8 * v) + 3 * style.light_angle)
+    elif style.kind is MaskKind.COLLAR:  # a rolled band at the top
+        shade += np.where(v < 0.08, 0.12, 0.0) - np.where((v > 0.08) & (v < 0.1), 0.1, 0.0)
+    if style.falloff:  # light falls off away from the side the light comes from
+        lu, lv = 0.5 + 0.7 * math.cos(angle), 0.5 - 0.7 * math.sin(angle)
+        shade *= 1.0 - style.falloff * np.clip(((u - lu) ** 2 + (v - lv) ** 2) / 1.8, 0, 1)
     if style.seam:
         shade -= 0.25 * np.exp(-(((u - 0.5) * width / max(0.8, 0.012 * width)) ** 2))
     noise = rng.standard_normal((height, width), dtype=np.float32)
@@ -480,6 +730,10 @@ def _template(style: MaskStyle, height: int, width: int, channels: int,
         noise = 0.6 * noise + 0.8 * cv2.resize(coarse, (width, height),
                                                interpolation=cv2.INTER_LINEAR)
     base = _base(style, channels)
+    if style.pattern != "none":
+        m = _pattern(style, u * width, v * height, width, rng)[..., None]
+        accent = _gray(style.accent_bgr) if channels == 1 else style.accent_bgr
+        base = base * (1.0 - m) + accent * m
     tex = shade[..., None] * base + (style.noise * 255.0) * noise[..., None]
     if style.valve:
         # A round valve on the wearer's left: a darker disc with a darker rim.
@@ -488,6 +742,43 @@ def _template(style: MaskStyle, height: int, width: int, channels: int,
         tex[d2 < r * r] *= 0.8
         tex[(d2 < r * r) & (d2 > (0.75 * r) ** 2)] *= 0.7
     return np.clip(tex, 0, 255, out=tex)
+
+
+def _blobs(rng: np.random.Generator, shape: tuple[int, int], cell: float) -> np.ndarray:
+    """Smooth noise, float32 [h,w] of unit-ish spread, features about `cell` pixels wide."""
+    h, w = shape
+    coarse = rng.standard_normal((max(2, int(h / cell) + 2), max(2, int(w / cell) + 2)), dtype=np.float32)
+    return cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def _pattern(style: MaskStyle, x: np.ndarray, y: np.ndarray, width: int,
+             rng: np.random.Generator) -> np.ndarray:
+    """Share of the accent colour per texel, 0..1, for `style.pattern` (x, y in texels)."""
+    period = width / style.pattern_scale
+    c, s = math.cos(style.pattern_angle), math.sin(style.pattern_angle)
+    p, q = (c * x + s * y) / period, (-s * x + c * y) / period
+
+    def square(t: np.ndarray) -> np.ndarray:  # a square wave with a one-texel soft edge
+        return np.clip(0.5 + 0.5 * period * np.cos(2 * math.pi * t) / math.pi, 0, 1)
+
+    name = style.pattern
+    if name == "stripes":
+        m = square(p)
+    elif name == "checks":
+        m = 0.5 * (square(p) + square(q))
+    elif name == "dots":
+        d = np.hypot(p - np.round(p), q - np.round(q + 0.5 * (np.round(p) % 2)))
+        m = np.clip((0.28 - d) * period, 0, 1)
+    elif name == "floral":
+        blobs = _blobs(rng, x.shape, max(2.0, period / 2))
+        petals = np.hypot(p - np.round(p), q - np.round(q)) < 0.2
+        m = np.clip((blobs - 0.7) * 3, 0, 1) + 0.8 * petals
+    elif name == "camo":
+        m = 0.5 * (_blobs(rng, x.shape, max(2.0, period)) > 0.3) + 0.5 * (
+            _blobs(rng, x.shape, max(2.0, period)) > 0.5)
+    else:  # ribs: a fine knit, low contrast
+        m = 0.35 * (0.5 + 0.5 * np.cos(2 * math.pi * x / max(period, 1.5)))
+    return np.clip(m, 0, 1).astype(np.float32)
 
 
 def _gray(bgr: np.ndarray) -> np.ndarray:
@@ -550,13 +841,15 @@ def _roi(points: np.ndarray, shape: tuple[int, int], pad: float) -> tuple[int, i
             min(int(hi[1]) + 1, shape[0]))
 
 
-def _fill_alpha(polygon: np.ndarray, size: tuple[int, int], sigma: float) -> np.ndarray:
+def _fill_alpha(polygon: np.ndarray | list[np.ndarray], size: tuple[int, int], sigma: float) -> np.ndarray:
     """Anti-aliased matte, float32 [h,w] in 0..1: the polygon's true pixel coverage, from a
     supersampled fill (OpenCV's own LINE_AA fill spills up to a pixel past the edge)."""
     k = 4 if size[0] * size[1] <= 40_000 else 2
     big = np.zeros((size[0] * k, size[1] * k), np.uint8)
-    cv2.fillPoly(big, [np.round(((polygon + 0.5) * k - 0.5) * 16).astype(np.int32)], 255,
-                 cv2.LINE_8, shift=4)
+    polygons = polygon if isinstance(polygon, list) else [polygon]
+    for part in polygons:  # one by one: fillPoly of several would cut overlaps out (even-odd)
+        cv2.fillPoly(big, [np.round(((part + 0.5) * k - 0.5) * 16).astype(np.int32)], 255,
+                     cv2.LINE_8, shift=4)
     alpha = cv2.resize(big, (size[1], size[0]), interpolation=cv2.INTER_AREA)
     if sigma >= _MIN_BLUR:
         alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
@@ -627,6 +920,8 @@ def _render(shape: tuple[int, ...], face: _Face, style: MaskStyle, rng: np.rando
     hw = shape[:2]
     channels = 1 if len(shape) == 2 else 3
     sigma = style.edge_blur * face.scale
+    if style.kind in _SHAPES:
+        return _shape_layer(shape, face, style, rng)
     if style.kind is MaskKind.OCCLUSION:
         polygon = _occlusion_polygon(face, style)
         x0, y0, x1, y1 = roi = _roi(polygon, hw, 0)
@@ -647,6 +942,8 @@ def _render(shape: tuple[int, ...], face: _Face, style: MaskStyle, rng: np.rando
     size = (y1 - y0, x1 - x0)
     offset = np.array([x0, y0], np.float64)
     alpha = _fill_alpha(outline.polygon - offset, size, sigma)
+    if style.crooked:
+        alpha = _below_eyes(face, style, roi, alpha)
     u, v = _warp_uv(outline.grid - offset, size, int(math.ceil(3 * sigma)) + 2)
 
     mask_w = math.hypot(*(outline.grid[0, -1] - outline.grid[0, 0]))
@@ -664,7 +961,153 @@ def _render(shape: tuple[int, ...], face: _Face, style: MaskStyle, rng: np.rando
     cv2.polylines(strap, list(np.round((np.array(outline.straps) - offset) * 16).astype(np.int32)),
                   False, 255, thickness, cv2.LINE_AA, shift=4)
     strap_colour = _gray(style.strap_bgr) if channels == 1 else style.strap_bgr
-    return _Layer(roi, tex, alpha, strap_colour, strap.astype(np.float32) * np.float32(0.8 / 255))
+    strap_alpha = strap.astype(np.float32) * np.float32(0.8 / 255)
+    if style.crooked:
+        strap_alpha = _below_eyes(face, style, roi, strap_alpha)
+    return _Layer(roi, tex, alpha, strap_colour, strap_alpha)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flat shapes: hard-edged polygons, hands, scarves and collars (face frame, then the same
+# matte, texture and compositing as the worn masks).
+
+_SHAPES = frozenset({MaskKind.POLYGON, MaskKind.HAND, MaskKind.SCARF, MaskKind.COLLAR})
+
+
+def _capsule(p0: np.ndarray, p1: np.ndarray, radius: float, n: int = 6) -> np.ndarray:
+    """A finger: the segment p0→p1 with round ends of `radius`, as a polygon."""
+    d = p1 - p0
+    angle = math.atan2(d[1], d[0])
+    half = np.linspace(-math.pi / 2, math.pi / 2, n)
+    end = p1 + radius * np.stack([np.cos(angle + half), np.sin(angle + half)], 1)
+    start = p0 + radius * np.stack([np.cos(angle + math.pi + half), np.sin(angle + math.pi + half)], 1)
+    return np.concatenate([end, start])
+
+
+def _ellipse(centre: np.ndarray, ra: float, rb: float, angle: float, n: int = 20) -> np.ndarray:
+    t = np.linspace(0, 2 * math.pi, n, endpoint=False)
+    c, s = math.cos(angle), math.sin(angle)
+    x, y = ra * np.cos(t), rb * np.sin(t)
+    return centre + np.stack([c * x - s * y, s * x + c * y], 1)
+
+
+def _shape_polygons(face: _Face, style: MaskStyle, rng: np.random.Generator) -> list[np.ndarray]:
+    """The shape's parts in face coordinates (a polygon each; a hand is a palm, a thumb and fingers)."""
+    ab, s = face.ab, face.scale
+    w = ab[_CHEEK_RIGHT, 0] - ab[_CHEEK_LEFT, 0]
+    pb = face.protect_b(style)
+    na = ab[_NOSE_CHAIN[0], 0]
+    mouth, chin = ab[_UPPER_LIP], ab[_CHIN]
+    if style.kind is MaskKind.POLYGON:
+        top_b = pb + style.height * max(ab[_NOSE_CHAIN[3], 1] - pb, 0.0)
+        tip = ab[_NOSE_CHAIN[-1]]
+
+        def out(i: int) -> np.ndarray:
+            d = ab[i] - tip
+            return ab[i] + d * ((0.02 + style.chin_extend) * s / max(math.hypot(*d), 1e-6))
+
+        side_l = (ab[_CHEEK_LEFT, 0] - 0.02 * w, max(ab[_CHEEK_LEFT, 1] + 0.04 * s, pb))
+        side_r = (ab[_CHEEK_RIGHT, 0] + 0.02 * w, max(ab[_CHEEK_RIGHT, 1] + 0.04 * s, pb))
+        eye_drop = rng.uniform(0.0, 0.06) * s
+        points = [side_l, (ab[_LOWER_LID_LEFT, 0], top_b + eye_drop), (na, top_b),
+                  (ab[_LOWER_LID_RIGHT, 0], top_b + eye_drop), side_r, out(_JAW_RIGHT)]
+        if rng.random() < 0.4:
+            points += [out(_CHIN) + (0.12 * w, 0), out(_CHIN) - (0.12 * w, 0)]  # a flat bottom
+        else:
+            points.append(out(_CHIN))
+        points.append(out(_JAW_LEFT))
+        points = np.array(points, np.float64)
+        if rng.random() < 0.4:  # a tent: straight from the sides to the bridge
+            points = np.delete(points, [1, 3], axis=0)
+        points += rng.normal(0, 0.015 * s, points.shape)
+        points[:, 1] = np.maximum(points[:, 1], pb)
+        return [points]
+    if style.kind is MaskKind.HAND:
+        side = 1.0 if style.pattern_angle >= 0 else -1.0
+        fw = 0.13 * w  # finger width
+        if style.pattern_scale < 1.5:  # from the side, fingers across the mouth
+            t = 0.35 * style.tilt
+            d = np.array([-side * math.cos(t), -math.sin(t)])
+            n = np.array([-d[1], d[0]])
+            palm_c = np.array([mouth[0] + side * 0.62 * w, mouth[1] + 0.12 * s])
+            base = palm_c + d * 0.15 * w
+            lengths = (0.55, 0.65, 0.62, 0.5)
+            offsets = (-0.2 * s, -0.05 * s, 0.1 * s, 0.24 * s)
+            parts = [_ellipse(palm_c, 0.28 * w, 0.34 * s, t)]
+            for length, off in zip(lengths, offsets):
+                p0 = base + n * off * side
+                parts.append(_capsule(p0, p0 + d * length * w, fw / 2))
+            thumb0 = palm_c + np.array([-side * 0.05 * w, -0.24 * s])
+            parts.append(_capsule(thumb0, thumb0 + np.array([-side * 0.16 * w, -0.18 * s]), fw / 2))
+        else:  # from below, chin in the palm, fingers up over the mouth
+            t = 0.5 * style.tilt
+            d = np.array([math.sin(t), -math.cos(t)])
+            n = np.array([-d[1], d[0]])
+            palm_c = np.array([chin[0], chin[1] + 0.14 * s])
+            parts = [_ellipse(palm_c, 0.36 * w, 0.26 * s, t)]
+            lengths = (0.36, 0.44, 0.46, 0.4)
+            for k, length in enumerate(lengths):
+                p0 = palm_c + n * (k - 1.5) * 1.05 * fw + d * 0.1 * s
+                parts.append(_capsule(p0, p0 + d * (length + 0.1 * style.height) * s, fw / 2))
+        return parts
+    if style.kind is MaskKind.SCARF:
+        top_b = max(pb, ab[_NOSE_CHAIN[2], 1] + style.height * (ab[_NOSE_BASE, 1] - ab[_NOSE_CHAIN[2], 1]))
+        a = np.linspace(ab[_CHEEK_LEFT, 0] - 0.45 * w, ab[_CHEEK_RIGHT, 0] + 0.45 * w, 15)
+        phase = rng.uniform(0, 2 * math.pi)
+        b = top_b + 0.12 * s * ((a - na) / (0.5 * w)) ** 2 + 0.02 * s * np.sin(9 * a / w + phase)
+        top = np.stack([a, b], 1)
+        bottom = np.array([[a[-1], chin[1] + 0.7 * s], [a[0], chin[1] + 0.7 * s]])
+        return [np.concatenate([top, bottom])]
+    # COLLAR: from just under the nose (height 0) to the mouth (1)
+    hi = ab[_NOSE_BASE, 1] + 0.3 * (ab[_UPPER_LIP, 1] - ab[_NOSE_BASE, 1])
+    lo = ab[_UPPER_LIP, 1] + 0.02 * s
+    top_b = hi + style.height * (lo - hi)
+    a = np.linspace(ab[_CHEEK_LEFT, 0] - 0.3 * w, ab[_CHEEK_RIGHT, 0] + 0.3 * w, 11)
+    b = top_b - 0.04 * s * ((a - na) / (0.5 * w)) ** 2 + 0.03 * s * (np.abs(a - na) < 0.12 * w)
+    top = np.stack([a, np.maximum(b, pb)], 1)
+    bottom = np.array([[a[-1], chin[1] + 0.7 * s], [a[0], chin[1] + 0.7 * s]])
+    return [np.concatenate([top, bottom])]
+
+
+def _shape_layer(shape: tuple[int, ...], face: _Face, style: MaskStyle, rng: np.random.Generator
+                 ) -> _Layer | None:
+    hw = shape[:2]
+    channels = 1 if len(shape) == 2 else 3
+    sigma = style.edge_blur * face.scale
+    parts_ab = _shape_polygons(face, style, rng)
+    sizes = [len(p) for p in parts_ab]
+    flat = _crooked(face, style, np.concatenate(parts_ab))
+    parts = np.split(face.to_image(flat), np.cumsum(sizes)[:-1])
+    x0, y0, x1, y1 = roi = _roi(np.concatenate(parts), hw, 3.0 * sigma + 2.0)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    size = (y1 - y0, x1 - x0)
+    offset = np.array([x0, y0], np.float64)
+    alpha = _fill_alpha([p - offset for p in parts], size, sigma)
+    alpha = _below_eyes(face, style, roi, alpha)
+    # Texture: the canonical frame spans the shapes' box in face axes, so prints follow the face.
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+    xs = np.arange(x0, x1, dtype=np.float64) - face.origin[0]
+    ys = np.arange(y0, y1, dtype=np.float64) - face.origin[1]
+    a = xs[None, :] * face.axes[0, 0] + ys[:, None] * face.axes[0, 1]
+    b = xs[None, :] * face.axes[1, 0] + ys[:, None] * face.axes[1, 1]
+    extent = np.maximum(hi - lo, 1.0)
+    tw = int(np.clip(round(extent[0]), 16, 200))
+    th = int(np.clip(round(extent[1]), 10, 200))
+    template = _template(style, th, tw, channels, rng)
+    u = ((a - lo[0]) / extent[0] * (tw - 1)).astype(np.float32)
+    v = ((b - lo[1]) / extent[1] * (th - 1)).astype(np.float32)
+    tex = cv2.remap(template, u, v, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    tex = tex.reshape(size[0], size[1], channels)
+    if len(parts) > 1:  # a hand: each finger a little differently lit, dark creases between them
+        ids = np.zeros(size, np.uint8)
+        for k, part in enumerate(parts, start=1):
+            cv2.fillPoly(ids, [np.round((part - offset) * 16).astype(np.int32)], k, cv2.LINE_8, shift=4)
+        gain = np.concatenate([[1.0], rng.uniform(0.88, 1.06, len(parts))]).astype(np.float32)
+        crease = cv2.morphologyEx(ids, cv2.MORPH_GRADIENT, np.ones((2, 2), np.uint8)) > 0
+        crease &= ids > 0
+        tex = tex * (gain[ids] * np.where(crease, 0.78, 1.0).astype(np.float32))[..., None]
+    return _Layer(roi, np.clip(tex, 0, 255), alpha)
 
 
 def apply_mask(image: np.ndarray, landmarks: np.ndarray | None, style: MaskStyle,
@@ -710,8 +1153,12 @@ def render_mask(shape: tuple[int, ...], landmarks: np.ndarray | None, style: Mas
 
 
 def mask_batch(images: np.ndarray, landmarks: np.ndarray | None, seed: int,
-               fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+               fraction: float = 0.5, families: Sequence[str] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Mask `fraction` of a batch (exactly round(fraction·N) faces, chosen by `seed`).
+
+    `families`: None draws every style from `random_style` (the shipped generator); otherwise each
+    face draws one of these FAMILIES (uniformly) and a style from it.
 
     `images` uint8 [N,H,W] (or [N,H,W,3]); `landmarks` [N,468,3] pixels, NaN rows where the
     detection failed, or None for all-canonical geometry. Image i's style and noise depend only
@@ -726,13 +1173,22 @@ def mask_batch(images: np.ndarray, landmarks: np.ndarray | None, seed: int,
     n = len(images)
     if landmarks is not None and (len(landmarks) != n):
         raise ImageError(f"landmarks hold {len(landmarks)} faces for {n} images")
+    if families is not None:
+        families = list(families)
+        for name in families:
+            family_style(name, np.random.default_rng(0))  # unknown names fail before any work
+        if not families:
+            raise ConfigError("families: give at least one mask family, or None for random_style")
     chosen = np.random.default_rng(seed).permutation(n)[: int(round(fraction * n))]
     was_masked = np.zeros(n, bool)
     was_masked[chosen] = True
     out = images.copy()
     for i in np.flatnonzero(was_masked):
         rng = np.random.default_rng([seed, int(i)])
-        style = random_style(rng)
+        if families is None:
+            style = random_style(rng)
+        else:
+            style = family_style(families[int(rng.integers(len(families)))], rng)
         out[i] = apply_mask(images[i], None if landmarks is None else landmarks[i], style, rng)
     return out, was_masked
 
@@ -869,6 +1325,40 @@ def preview(path: Path, seed: int = 0, fer: Path | None = _FER_DEFAULT, count: i
     _LOGGER.info("preview written to %s (%dx%d)", path, sheet.shape[1], sheet.shape[0])
 
 
+def preview_families(path: Path, seed: int = 0, fer: Path | None = _FER_DEFAULT,
+                     count: int = 7) -> None:
+    """Contact sheet, one row per mask family: grace_hopper three times, then FER2013 faces (their
+    own FaceMesh, or the canonical geometry when none is found) at 48×48, all shown 168 px high."""
+    image, lm = grace_hopper()
+    faces: list[tuple[np.ndarray, np.ndarray | None]] = [fer_crop(image, lm)]
+    if fer is not None and fer.exists():
+        pick = np.random.default_rng(seed).choice(3589, size=count - 1, replace=False)
+        for face in np.load(fer)["x"][pick]:
+            big = cv2.resize(face, (192, 192), interpolation=cv2.INTER_CUBIC)
+            found = facemesh_landmarks(big)
+            if found is not None:
+                found[:, :2] *= face.shape[0] / 192
+            faces.append((face, found))
+    rows = []
+    for k, (name, family) in enumerate(FAMILIES.items()):
+        row = []
+        for j in range(3):
+            rng = np.random.default_rng([seed, k, j])
+            st = family.sample(rng)
+            row.append(_tile(apply_mask(image, lm, st, rng), 168, f"{name} {st.kind.value}"))
+        for j, (face, found) in enumerate(faces):
+            rng = np.random.default_rng([seed, k, 10 + j])
+            st = family.sample(rng)
+            row.append(_tile(apply_mask(face, found, st, rng), 168, st.kind.value[:7]))
+        rows.append(row)
+    width = max(sum(t.shape[1] for t in r) for r in rows)
+    sheet = np.concatenate([_row(r, width) for r in rows], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), sheet):
+        raise ImageError(f"could not write the preview to {path}: check the directory and suffix")
+    _LOGGER.info("family preview written to %s (%dx%d)", path, sheet.shape[1], sheet.shape[0])
+
+
 def bench(count: int, size: tuple[int, ...] = (48, 48), seed: int = 0) -> dict[str, object]:
     """Time `apply_mask` with random styles on an image of `size` whose face fills the frame
     (canonical geometry; for 480×640 that is the worst case), after a warm-up."""
@@ -901,6 +1391,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fer", type=Path, default=_FER_DEFAULT,
                         help="FER2013 .npz with x uint8 [N,48,48] for the preview "
                              "(default %(default)s; skipped if missing)")
+    parser.add_argument("--families", action="store_true",
+                        help="with --preview: one row per mask family (FAMILIES) instead")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bench", type=int, metavar="N", help="time N masks on 48x48 and 480x640")
     parser.add_argument("--json", action="store_true", help="benchmark results as JSON")
@@ -916,7 +1408,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.print_canonical:
             print(_make_canonical_table())
         if args.preview:
-            preview(args.preview, args.seed, args.fer)
+            (preview_families if args.families else preview)(args.preview, args.seed, args.fer)
         if args.bench:
             results = [bench(args.bench, (48, 48), args.seed),
                        bench(max(50, args.bench // 10), (480, 640, 3), args.seed)]

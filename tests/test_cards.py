@@ -34,6 +34,9 @@ def test_the_build_writes_the_results_files_the_card_is_generated_from(tmp_path:
     shutil.copy(MODELS / "results" / "saliency.json", tmp_path / "results")  # `export saliency`'s, beside the build's
     shutil.copy(MODELS / "results" / "cv.json", tmp_path / "results")  # `export cv`'s
     shutil.copy(MODELS / "results" / "reconstruction.json", tmp_path / "results")  # `export reconstruct`'s
+    for extra in ("families.json", "lofo.json"):  # `export families`' and `export lofo`'s, when committed
+        if (MODELS / "results" / extra).is_file():
+            shutil.copy(MODELS / "results" / extra, tmp_path / "results")
     training = {**committed["training"], "history": history}
     card.save_results(tmp_path, committed["best"], committed["results"], committed["failed"], committed["fp32"],
                       committed["dark"], training)
@@ -86,3 +89,25 @@ def test_the_card_shows_the_cross_validation_figures_and_their_command(tmp_path:
     cv["summary"]["masked"] = {"mean": 0.4321, "std": 0.0123}
     (tmp_path / "results" / "cv.json").write_text(json.dumps(cv))
     assert "**43.2 ± 1.2**" in card.render(tmp_path)
+
+
+def test_the_card_shows_every_mask_family_and_the_real_masked_photos(tmp_path: Path):
+    """#17 item 1: the card carries results/families.json's row per family, its worst and mean, and the photos."""
+    shutil.copytree(MODELS / "results", tmp_path / "results")
+    shutil.copy(MODELS / card.SIDECAR, tmp_path / card.SIDECAR)
+    path = tmp_path / "results" / "families.json"
+    fam = {"command": "python -m export families", "data": "fer2013_publictest.npz", "n": 10, "seed": 2013, "precision": "int8",
+           "complete": True, "bars": {"worst": 0.55, "mean": 0.58, "unmasked": 0.66},
+           "references": {"unmasked": {"accuracy": 0.7, "macro_f1": 0.6, "detected": 1.0, "answered": 0.5, "accuracy_answered": 0.8}},
+           "families": {"polygon": {"description": "flat polygons", "in_shipped_training": "little", "accuracy": 0.4321, "macro_f1": 0.3,
+                                    "detected": 0.6, "answered": 0.3, "accuracy_answered": None}},
+           "summary": {"all": {"families": ["polygon"], "worst_family": "polygon", "worst": 0.4321, "mean": 0.4321}},
+           "photos": [{"file": "mask.png", "faces_found": 1, "faces": [{"label": "sad", "confidence": 0.3, "unsure": True}], "said": "not sure"}]}
+    path.write_text(json.dumps(fam))
+    (tmp_path / "results" / "lofo.json").unlink(missing_ok=True)
+    text = card.render(tmp_path)
+    assert "## Mask families" in text and "`python -m export families`" in text
+    assert "| polygon: flat polygons | little | **43.2 %** |" in text and "worst **43.2 %** (polygon)" in text
+    assert '| mask.png | 1 | sad 30 % (unsure) | "not sure" |' in text
+    path.unlink()
+    assert "## Mask families" not in card.render(tmp_path)

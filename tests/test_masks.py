@@ -195,7 +195,7 @@ def test_canonical_geometry_matches_fer2013_crops():
 
 def test_random_styles_cover_every_kind_and_stay_valid():
     styles = [masks.random_style(np.random.default_rng(seed)) for seed in range(300)]
-    assert {s.kind for s in styles} == set(MaskKind)
+    assert {s.kind for s in styles} == set(masks.SHIPPED_KINDS)
     assert any(s.straps for s in styles) and any(not s.straps for s in styles)
     assert all(s.pleats >= 2 for s in styles if s.kind is MaskKind.SURGICAL)
     heights = [s.height for s in styles]
@@ -221,3 +221,109 @@ def test_preview_writes_a_contact_sheet(tmp_path):
     assert masks.main(["--preview", str(out), "--fer", str(tmp_path / "missing.npz")]) == 0
     sheet = cv2.imread(str(out))
     assert sheet is not None and sheet.shape[0] > 400 and sheet.shape[1] > 1000
+
+
+# ---------------------------------------------------------------------------------------------
+# Mask families (issue #17): each renders, is repeatable, differs from the others, spares the eyes.
+
+FAMILY_NAMES = list(masks.FAMILIES)
+
+
+def _family_masks(image, lm, family: str, count: int) -> list[tuple[MaskStyle, np.ndarray, np.ndarray]]:
+    out = []
+    for seed in range(count):
+        rng = np.random.default_rng([seed, 17])
+        style = masks.family_style(family, rng)
+        out.append((style, masks.apply_mask(image, lm, style, rng), masks.render_mask(image.shape, lm, style)[1]))
+    return out
+
+
+def test_there_are_at_least_six_families_and_unknown_names_fail():
+    assert len(masks.FAMILIES) >= 6
+    assert {"surgical", "kn95", "cloth", "polygon", "occluder"} <= set(masks.FAMILIES)
+    with pytest.raises(ConfigError, match="mask family"):
+        masks.family_style("balaclava", np.random.default_rng(0))
+    with pytest.raises(ConfigError, match="mask family"):
+        masks.mask_batch(np.zeros((2, 48, 48), np.uint8), None, seed=0, families=["balaclava"])
+
+
+@pytest.mark.parametrize("name", ["fer48", "bgr640"])
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_each_family_renders_over_the_mouth_and_spares_the_eyes(faces, name, family):
+    image, lm = faces[name]
+    lowest_eye_row = int(np.floor(lm[list(EYE_CONTOUR), 1].max() + 1))
+    radius = _radius(name)
+    covered = []
+    for style, out, matte in _family_masks(image, lm, family, 25):
+        assert style.family == family
+        assert out.shape == image.shape and out.dtype == np.uint8
+        diff = np.abs(out.astype(np.int16) - image.astype(np.int16))
+        diff = diff.max(axis=2) if diff.ndim == 3 else diff
+        assert diff.any(), style
+        for index in EYE_POINTS:
+            assert _patch(diff, lm[index], radius).max() == 0, (style, index)
+        if not style.crooked:  # a crooked mask may rise at one side, but never over the eyelids
+            assert diff[: lowest_eye_row + 1].max() == 0, style
+        covered.append(np.mean([_at(matte, lm[i]) for i in MOUTH_POINTS]))
+    assert np.mean(covered) > 0.6, family  # over the mouth, most of the time
+
+
+def test_families_are_repeatable_per_seed_and_differ_from_each_other(faces):
+    image, lm = faces["fer48"]
+    x = np.stack([image] * 12)
+    lms = np.stack([lm] * 12)
+    batches = {}
+    for family in FAMILY_NAMES:
+        a, _ = masks.mask_batch(x, lms, seed=5, fraction=1.0, families=[family])
+        b, _ = masks.mask_batch(x, lms, seed=5, fraction=1.0, families=[family])
+        c, _ = masks.mask_batch(x, lms, seed=6, fraction=1.0, families=[family])
+        assert np.array_equal(a, b) and not np.array_equal(a, c), family
+        batches[family] = a
+    for i, f in enumerate(FAMILY_NAMES):
+        for g in FAMILY_NAMES[i + 1:]:
+            assert np.abs(batches[f].astype(np.int16) - batches[g]).mean() > 3, (f, g)
+    mixed, _ = masks.mask_batch(x, lms, seed=5, fraction=1.0, families=FAMILY_NAMES[:2])
+    assert not np.array_equal(mixed, batches[FAMILY_NAMES[0]])
+
+
+def test_the_shipped_generator_is_unchanged_by_the_families(faces):
+    """families=None is random_style, exactly what the shipped model was trained and tested with."""
+    image, lm = faces["fer48"]
+    x = np.stack([image] * 4)
+    default, _ = masks.mask_batch(x, np.stack([lm] * 4), seed=3, fraction=1.0)
+    by_hand = [masks.apply_mask(image, lm, masks.random_style(r), r) for r in
+               (np.random.default_rng([3, i]) for i in range(4))]
+    assert np.array_equal(default, np.stack(by_hand))
+
+
+def _top_row(matte: np.ndarray) -> int:
+    return int(np.flatnonzero(matte.max(axis=1) > 0.5)[0])
+
+
+def test_coverage_families_reach_up_under_the_eyes_or_stay_below_the_nose(faces):
+    image, lm = faces["bgr640"]
+    lid = lm[list(EYE_CONTOUR), 1].max()
+    nose_tip = lm[1, 1]
+    span = nose_tip - lid
+
+    def centre_top(family: str) -> list[float]:
+        tops = []
+        for style, _, matte in _family_masks(image, lm, family, 20):
+            if style.crooked or style.kind in (MaskKind.HAND,):
+                continue
+            x = int(round(lm[1, 0]))
+            tops.append((np.flatnonzero(matte[:, x] > 0.5)[0] - lid) / span)
+        return tops
+
+    high, low = centre_top("high"), centre_top("low_crooked")
+    assert max(high) < 0.35  # the top edge near the nose bridge, just under the eyes
+    assert np.median(low) > 1.0  # worn below the nose tip
+    polygon = centre_top("polygon")
+    assert np.median(polygon) < 0.4  # the other generator's masks reach the nose bridge
+
+
+def test_family_preview_writes_one_row_per_family(tmp_path):
+    out = tmp_path / "families.png"
+    assert masks.main(["--preview", str(out), "--families", "--fer", str(tmp_path / "missing.npz")]) == 0
+    sheet = cv2.imread(str(out))
+    assert sheet is not None and sheet.shape[0] > 150 * len(masks.FAMILIES)
