@@ -43,7 +43,7 @@ import numpy as np
 
 from edge.errors import EdgeError
 from edge.vision.upperface import SIZE, UpperFaceSample, align_matrix, landmark_features, warp
-from export.masks import MaskKind, MaskStyle, random_style
+from export.masks import SHIPPED_KINDS, MaskStyle, random_style
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ MODELS = ROOT / "models"
 RESULTS = MODELS / "results" / "reconstruction.json"
 WORK = ROOT / "build" / "reconstruct"
 SHIPPED = MODELS / "inpainter.fp32.onnx"
-KINDS = tuple(k.value for k in MaskKind)
+KINDS = tuple(k.value for k in SHIPPED_KINDS)
+"""The mask kinds of the masked test set (drawn by the shipped generator, random_style)."""
 TEST_SEED = 2013
 """The seed `python -m export mask` draws the masked test set's styles from (export/cli_mask.py)."""
 TEST_SETS = {
