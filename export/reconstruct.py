@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from edge.errors import EdgeError
-from edge.vision.upperface import SIZE, UpperFaceSample, align_matrix, landmark_features, warp
+from edge.vision.upperface import SIZE, UpperFaceSample, align_matrix, landmark_features, warp, whole_matrix
 from export.masks import SHIPPED_KINDS, MaskStyle, random_style
 
 _LOGGER = logging.getLogger(__name__)
@@ -81,15 +81,8 @@ def mask_kinds(n: int, seed: int = TEST_SEED) -> np.ndarray:
     return np.array([s.kind.value for s in drawn_styles(n, seed)])
 
 
-def whole_matrix(shape: tuple[int, ...]) -> np.ndarray:
-    """The whole image onto the 48×48 square (sample_unaligned's warp), for faces without a usable mesh."""
-    h, w = shape[:2]
-    sx, sy = SIZE / w, SIZE / h
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
-
-
 def alignments(images: np.ndarray, meshes: Sequence[np.ndarray | None]) -> np.ndarray:
-    """float64 [N, 2, 3]: the device's alignment of each image (its mesh's, or the whole image without one)."""
+    """float64 [N, 2, 3]: the matrix sample_or_whole warps each image by (its mesh's, or the whole image without one)."""
     return np.stack([align_matrix(m) if m is not None else whole_matrix(img.shape) for img, m in zip(images, meshes)])
 
 

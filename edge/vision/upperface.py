@@ -271,11 +271,16 @@ CANONICAL_UPPER = np.array(
 """Mean aligned position of each upper-face landmark over detected FER2013 PublicTest faces."""
 
 
+def whole_matrix(shape: tuple[int, ...]) -> np.ndarray:
+    """2×3 transform taking the whole image onto the 48×48 square, pixel centres onto pixel centres."""
+    h, w = shape[:2]
+    sx, sy = SIZE / w, SIZE / h
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+
+
 def sample_unaligned(image: np.ndarray) -> UpperFaceSample:
     """The whole image taken as an already aligned face (no usable mesh): resize and use the mean shape."""
-    h, w = image.shape[:2]
-    sx, sy = SIZE / w, SIZE / h  # the whole image onto the square, pixel centres onto pixel centres
-    face = warp(image, np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]]))
+    face = warp(image, whole_matrix(image.shape))
     return UpperFaceSample(face=face, features=landmark_features(face, CANONICAL_UPPER), landmarks=CANONICAL_UPPER.copy())
 
 
