@@ -89,12 +89,17 @@ def distance_section() -> list[str]:
     return lines
 
 
+def _results(models_dir: Path, name: str) -> dict[str, Any] | None:
+    """models_dir/results/NAME.json as written by its command, or None when that command has not been run."""
+    path = models_dir / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def saliency_section(models_dir: Path) -> list[str]:
     """The card's "Where the model looks" section from results/saliency.json (`python -m export saliency`), or nothing without it."""
-    path = models_dir / "results" / "saliency.json"
-    if not path.is_file():
+    s = _results(models_dir, "saliency")
+    if s is None:
         return []
-    s = json.loads(path.read_text())
     method, data, mass, area = s["method"], s["data"], s["mass"], s["area"]
     masked_ratio = mass["masked"]["mask"] / max(area["masked"]["mask"], 1e-9)
     lines = [
@@ -131,10 +136,9 @@ def saliency_section(models_dir: Path) -> list[str]:
 
 def reconstruction_section(models_dir: Path) -> list[str]:
     """The card's "Lower-face reconstruction" section from results/reconstruction.json (`python -m export reconstruct`), or nothing."""
-    path = models_dir / "results" / "reconstruction.json"
-    if not path.is_file():
+    r = _results(models_dir, "reconstruction")
+    if r is None:
         return []
-    r = json.loads(path.read_text())
     net, sets, ms, per_ms = r["inpainter"], r["sets"], r["ms_per_face"], r["accuracy_per_ms"]
     masked, unmasked = sets["masked"], sets["unmasked"]
     lines = [
@@ -197,10 +201,9 @@ def light_section() -> list[str]:
 
 def five_classes_section() -> list[str]:
     """The card's "Five classes" section from models/results/five_classes.json (`python -m export classes`), or nothing."""
-    path = MODELS / "results" / "five_classes.json"
-    if not path.is_file():
+    five = _results(MODELS, "five_classes")
+    if five is None:
         return []
-    five = json.loads(path.read_text())
     seven, merged = five["calibration"]["7"], five["calibration"]["5"]
     lines = [
         "## Five classes (`vision.classes = 5`)",
@@ -232,10 +235,9 @@ def five_classes_section() -> list[str]:
 
 def cv_section(models_dir: Path) -> list[str]:
     """The card's "Variance" section from results/cv.json (`python -m export cv`), or nothing without it."""
-    path = models_dir / "results" / "cv.json"
-    if not path.is_file():
+    cv = _results(models_dir, "cv")
+    if cv is None:
         return []
-    cv = json.loads(path.read_text())
     recipe, folds, summary = cv["recipe"], cv["folds"], cv["summary"]
     views = list(summary)
     k = len(folds)
@@ -273,10 +275,9 @@ def cv_section(models_dir: Path) -> list[str]:
 def families_section(models_dir: Path) -> list[str]:
     """The card's "Mask families" section from results/families.json (`python -m export families`) and, when
     present, results/lofo.json (`python -m export lofo`), or nothing without the first."""
-    path = models_dir / "results" / "families.json"
-    if not path.is_file():
+    fam = _results(models_dir, "families")
+    if fam is None:
         return []
-    fam = json.loads(path.read_text())
     bars, refs, summary = fam["bars"], fam["references"], fam["summary"]
     lines = [
         "## Mask families (issue #17: masks we did not train on)",
@@ -316,9 +317,8 @@ def families_section(models_dir: Path) -> list[str]:
             read = ", ".join(f"{f['label']} {100 * f['confidence']:.0f} %{' (unsure)' if f['unsure'] else ''}" for f in p["faces"]) or "–"
             lines.append(f"| {p['file']} | {p['faces_found']} | {read} | \"{p['said']}\" |")
     lines.append("")
-    lofo_path = models_dir / "results" / "lofo.json"
-    if lofo_path.is_file():
-        lofo = json.loads(lofo_path.read_text())
+    lofo = _results(models_dir, "lofo")
+    if lofo is not None:
         recipe, folds, s = lofo["recipe"], lofo["folds"], lofo["summary"]
         lines += [
             "### Leave one family out (short recipe)",
