@@ -1281,6 +1281,16 @@ def _row(tiles: list[np.ndarray], width: int) -> np.ndarray:
                               value=(255, 255, 255))
 
 
+def _write_sheet(path: Path, rows: list[list[np.ndarray]], what: str) -> None:
+    """Rows of tiles stacked into one contact sheet and written to path (any suffix OpenCV writes)."""
+    width = max(sum(t.shape[1] for t in r) for r in rows)
+    sheet = np.concatenate([_row(r, width) for r in rows], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), sheet):
+        raise ImageError(f"could not write the {what} to {path}: check the directory and suffix")
+    _LOGGER.info("%s written to %s (%dx%d)", what, path, sheet.shape[1], sheet.shape[0])
+
+
 def preview(path: Path, seed: int = 0, fer: Path | None = _FER_DEFAULT, count: int = 8) -> None:
     """Contact sheet: grace_hopper full size and as a 48×48 crop, then FER2013 faces."""
     rng = np.random.default_rng(seed)
@@ -1317,12 +1327,7 @@ def preview(path: Path, seed: int = 0, fer: Path | None = _FER_DEFAULT, count: i
             rows.append(tiles)
     elif fer is not None:
         _LOGGER.warning("FER2013 file %s not found; preview without FER faces", fer)
-    width = max(sum(t.shape[1] for t in r) for r in rows)
-    sheet = np.concatenate([_row(r, width) for r in rows], axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), sheet):
-        raise ImageError(f"could not write the preview to {path}: check the directory and suffix")
-    _LOGGER.info("preview written to %s (%dx%d)", path, sheet.shape[1], sheet.shape[0])
+    _write_sheet(path, rows, "preview")
 
 
 def preview_families(path: Path, seed: int = 0, fer: Path | None = _FER_DEFAULT,
@@ -1351,12 +1356,7 @@ def preview_families(path: Path, seed: int = 0, fer: Path | None = _FER_DEFAULT,
             st = family.sample(rng)
             row.append(_tile(apply_mask(face, found, st, rng), 168, st.kind.value[:7]))
         rows.append(row)
-    width = max(sum(t.shape[1] for t in r) for r in rows)
-    sheet = np.concatenate([_row(r, width) for r in rows], axis=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), sheet):
-        raise ImageError(f"could not write the preview to {path}: check the directory and suffix")
-    _LOGGER.info("family preview written to %s (%dx%d)", path, sheet.shape[1], sheet.shape[0])
+    _write_sheet(path, rows, "family preview")
 
 
 def bench(count: int, size: tuple[int, ...] = (48, 48), seed: int = 0) -> dict[str, object]:
