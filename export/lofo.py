@@ -106,20 +106,13 @@ def fold_data(train: dict[str, dict[str, np.ndarray]], y: np.ndarray, targets: n
 
 
 def accuracy(model, views: dict[str, np.ndarray], y: np.ndarray) -> float:
-    """Fusion-head accuracy, mirror-averaged, as export.train.evaluate_views computes it."""
-    import torch
+    """Fusion-head accuracy on one family's views, mirror-averaged: export.train.evaluate_views on a two-view set."""
+    from export.dataset import Prepared
+    from export.train import evaluate_views
 
-    right = 0
-    with torch.no_grad():
-        for b in range(0, len(y), 512):
-            sl = slice(b, b + 512)
-            logits = 0
-            for face_key, feat_key in (("faces", "features"), ("ffaces", "ffeatures")):
-                faces = torch.from_numpy(views[face_key][sl].astype(np.float32))[:, None]
-                feats = torch.from_numpy(views[feat_key][sl].astype(np.float32))
-                logits = logits + model(faces, feats)
-            right += int((logits.argmax(dim=1).numpy() == y[sl]).sum())
-    return round(right / max(len(y), 1), 4)
+    data = Prepared(np.stack([views["faces"], views["ffaces"]]), np.stack([views["features"], views["ffeatures"]]), y,
+                    np.zeros((len(y), 7), np.float32), np.zeros(len(y), bool))
+    return evaluate_views(model, data, np.arange(len(y)), 0)["fusion"]
 
 
 def command(args: argparse.Namespace) -> str:
